@@ -1,0 +1,196 @@
+"""One entry point for scaled dot-product attention with an explicit backend choice.
+
+Shape legend: B batch, H query heads, Hkv key/value heads (H % Hkv == 0), Tq queries,
+Tk keys, D head dim. Boolean masks are True where attention is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "flash", "efficient", "cudnn", "math", "reference"]
+BACKENDS: tuple[str, ...] = ("auto", "flash", "efficient", "cudnn", "math", "reference")
+
+_SDPA_BACKENDS: dict[str, SDPBackend] = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+# torch._fused_sdp_choice returns the SDPBackend enum value of the kernel `auto` would pick.
+_BACKEND_NAMES = {int(b.value): name for name, b in _SDPA_BACKENDS.items()}
+_LOGGED: set[tuple[str, str]] = set()
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
+    """Lower-right aligned causal mask (Tq, Tk): query i sees keys j <= i + (Tk - Tq).
+
+    With Tq == Tk this is the usual lower-triangular mask; with Tq < Tk (decoding with a KV
+    cache) the last query sees every key.
+    """
+    offset = k_len - q_len
+    rows = torch.arange(q_len, device=device).unsqueeze(1)  # (Tq, 1)
+    cols = torch.arange(k_len, device=device).unsqueeze(0)  # (1, Tk)
+    return cols <= rows + offset
+
+
+def _merge_causal(attn_mask: Tensor | None, q_len: int, k_len: int, device: torch.device) -> Tensor:
+    causal = causal_mask(q_len, k_len, device)
+    if attn_mask is None:
+        return causal
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & causal
+    return attn_mask.masked_fill(~causal, float("-inf"))
+
+
+def _rows_with_keys(attn_mask: Tensor) -> Tensor:
+    """(.., Tq, 1) bool: which query rows of a bool mask or float bias may attend to some key."""
+    allowed = attn_mask if attn_mask.dtype == torch.bool else attn_mask > float("-inf")
+    return allowed.any(dim=-1, keepdim=True)
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be (B, H, T, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape[1] != v.shape[1] or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(
+            f"query heads ({q.shape[1]}) must be a multiple of key/value heads ({k.shape[1]}, {v.shape[1]})"
+        )
+
+
+def reference_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Explicit matmul-softmax attention; returns (out (B, H, Tq, D), weights (B, H, Tq, Tk))."""
+    num_heads, num_kv_heads = q.shape[1], k.shape[1]
+    if num_kv_heads != num_heads:  # GQA / MQA: every key/value head serves H / Hkv query heads
+        k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
+        v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if is_causal:
+        attn_mask = _merge_causal(attn_mask, q_len, k_len, q.device)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    row_allowed = None
+    if attn_mask is not None:
+        row_allowed = _rows_with_keys(attn_mask)
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = torch.softmax(scores, dim=-1)
+    if row_allowed is not None:  # a fully masked row softmaxes to NaN: make it attend to nothing
+        weights = torch.where(row_allowed, weights, torch.zeros_like(weights))
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+def _kernel_name(q: Tensor, k: Tensor, v: Tensor, attn_mask, dropout_p, is_causal, scale, gqa) -> str:
+    """Name of the fused kernel that `auto` dispatches to (best effort, private torch API)."""
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=gqa)
+    except (RuntimeError, TypeError, AttributeError):
+        return "unknown"
+    return _BACKEND_NAMES.get(int(choice), f"backend-{int(choice)}")
+
+
+def _log_once(requested: str, ran: str, device: torch.device) -> None:
+    key = (f"{requested}->{ran}", device.type)
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("attention: backend=%s ran kernel '%s' on %s", requested, ran, device.type)
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: Backend = "auto",
+    strict: bool = True,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention over (B, H, T, D) tensors through the chosen kernel.
+
+    Args:
+        attn_mask: bool (True = may attend) or float additive bias, broadcastable to (B, H, Tq, Tk).
+        is_causal: lower-right aligned causal masking (also for Tq != Tk).
+        backend: ``auto`` lets torch pick; ``flash``/``efficient``/``cudnn``/``math`` pin one fused
+            kernel; ``reference`` is the explicit matmul-softmax path.
+        strict: when the pinned kernel cannot serve the inputs, raise (True) or warn and use ``auto``.
+        return_weights: also return the (B, H, Tq, Tk) weights; always runs the reference path.
+
+    A query row with no allowed key returns zeros on every backend.
+    """
+    _check_inputs(q, k, v, backend)
+    if return_weights or backend == "reference":
+        _log_once(backend, "reference", q.device)
+        out, weights = reference_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale
+        )
+        return (out, weights) if return_weights else out
+
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if is_causal and (attn_mask is not None or q_len != k_len):
+        # torch's is_causal is upper-left aligned and exclusive with attn_mask: build the mask.
+        attn_mask, is_causal = _merge_causal(attn_mask, q_len, k_len, q.device), False
+    gqa = k.shape[1] != q.shape[1]
+    row_allowed, kernel_mask = None, attn_mask
+    if attn_mask is not None:
+        # rows with no allowed key: let them see every key, zero them afterwards (no NaN on any kernel)
+        row_allowed = _rows_with_keys(attn_mask)  # (.., Tq, 1)
+        if attn_mask.dtype == torch.bool:
+            kernel_mask = attn_mask | ~row_allowed
+        else:
+            kernel_mask = attn_mask.masked_fill(~row_allowed, 0.0)
+
+    def run() -> Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=kernel_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, enable_gqa=gqa
+        )
+
+    if backend == "auto":
+        _log_once(backend, _kernel_name(q, k, v, kernel_mask, dropout_p, is_causal, scale, gqa), q.device)
+        out = run()
+    else:
+        try:
+            with sdpa_kernel(_SDPA_BACKENDS[backend]):
+                out = run()
+            _log_once(backend, backend, q.device)
+        except RuntimeError as err:
+            message = (
+                f"attention backend '{backend}' cannot serve these inputs on {q.device.type} "
+                f"(dtype={q.dtype}, q={tuple(q.shape)}, k={tuple(k.shape)}, mask={'yes' if kernel_mask is not None else 'no'}, "
+                f"dropout={dropout_p}): {str(err).splitlines()[0]}. "
+                "Use backend=auto, or strict=false to fall back automatically."
+            )
+            if strict:
+                raise ValueError(message) from err
+            log.warning("%s Falling back to auto.", message)
+            out = run()
+    if row_allowed is not None:
+        out = out.masked_fill(~row_allowed, 0.0)
+    return out
