@@ -1,25 +1,58 @@
-"""The attention library: the only place attention math lives."""
+"""The attention library: the only place attention math lives.
 
+Every attention module takes ``(dim=, num_heads=)`` plus defaults and shares the forward signature
+of `MultiHeadAttention`, so a backbone builds any of them from the ``attention`` config group.
+"""
+
+from attnlab.attention.additive import AdditiveAttention, AdditiveScore, LuongAttention, MultiplicativeScore
+from attnlab.attention.linear import LinearAttention, linear_attention
+from attnlab.attention.low_rank import LowRankAttention
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
 from attnlab.attention.positional import (
     POSITIONAL_ENCODINGS,
+    ALiBi,
+    AxialRotaryPositionalEncoding,
     LearnedPositionalEncoding,
     PositionalEncoding,
+    RelativePositionBias,
+    RotaryPositionalEncoding,
     SinusoidalPositionalEncoding,
     build_positional_encoding,
 )
-from attnlab.attention.sdpa import BACKENDS, causal_mask, reference_attention, scaled_dot_product_attention
+from attnlab.attention.sdpa import (
+    BACKENDS,
+    causal_mask,
+    reference_attention,
+    scaled_dot_product_attention,
+    softmax_attention,
+)
+from attnlab.attention.sliding_window import SlidingWindowAttention, sliding_window_attention, sliding_window_mask
 
 __all__ = [
+    "ALiBi",
+    "AdditiveAttention",
+    "AdditiveScore",
+    "AxialRotaryPositionalEncoding",
     "BACKENDS",
     "KVCache",
     "LearnedPositionalEncoding",
+    "LinearAttention",
+    "LowRankAttention",
+    "LuongAttention",
     "MultiHeadAttention",
+    "MultiplicativeScore",
     "POSITIONAL_ENCODINGS",
     "PositionalEncoding",
+    "RelativePositionBias",
+    "RotaryPositionalEncoding",
     "SinusoidalPositionalEncoding",
+    "SlidingWindowAttention",
     "build_positional_encoding",
     "causal_mask",
+    "linear_attention",
     "reference_attention",
     "scaled_dot_product_attention",
+    "sliding_window_attention",
+    "sliding_window_mask",
+    "softmax_attention",
 ]

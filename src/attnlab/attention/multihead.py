@@ -41,6 +41,8 @@ class MultiHeadAttention(nn.Module):
         dropout: attention-weight dropout, training only (any value > 0 forces the math kernel on CPU).
     """
 
+    supports_cache = True  # variants that mix keys along the sequence set this to False
+
     def __init__(
         self,
         *,
@@ -108,23 +110,59 @@ class MultiHeadAttention(nn.Module):
         Args:
             key_padding_mask: (B, Tk) bool, True for real keys (covering cached keys when decoding).
             attn_mask: bool (True = allowed) or float bias broadcastable to (B, H, Tq, Tk).
-            positions: positional encoding whose `rotate`/`bias` hooks apply inside attention.
-            cache: KV cache for incremental decoding; new keys/values are appended to it.
+            positions: positional encoding whose `rotate`/`bias` hooks apply inside self-attention
+                (cross-attention ignores it).
+            cache: KV cache for incremental decoding. Self-attention appends each step's keys/values;
+                cross-attention projects the context into an empty cache once and reuses it.
             need_weights: also return (B, H, Tq, Tk) weights (runs the reference path).
         """
-        q, k, v = self.project(x, context)
-        q_start = cache.length if cache is not None else 0
-        if positions is not None:
-            q, k = positions.rotate(q, k, q_start=q_start, k_start=q_start)
-        if cache is not None:
-            k, v = cache.append(k, v)
-        mask = attn_mask
-        if positions is not None:
-            pos_bias = positions.bias(q.shape[2], k.shape[2], q_start=q_start, device=q.device, dtype=q.dtype)
-            if pos_bias is not None:
-                mask = _combine(mask, pos_bias.unsqueeze(0))
-        if key_padding_mask is not None:
-            mask = _combine(mask, key_padding_mask[:, None, None, :])  # (B, 1, 1, Tk)
+        if context is not None and not self.cross:
+            raise ValueError(f"{type(self).__name__} got a context but was built for self-attention (cross=False)")
+        if cache is not None and not self.supports_cache:
+            raise ValueError(f"{type(self).__name__} has no KV cache; use attention=sdpa for incremental decoding")
+        if self.cross:
+            positions = None  # query and context positions live in different sequences
+        if cache is not None and self.cross and cache.length > 0:
+            q = self._split_heads(self.q_proj(x), self.num_heads)  # context keys/values are cached once
+            k, v = cache.k, cache.v
+            q_start = 0
+        else:
+            q, k, v = self.project(x, context)
+            q_start = cache.length if cache is not None and not self.cross else 0
+            if positions is not None:
+                q, k = positions.rotate(q, k, q_start=q_start, k_start=q_start)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        out, weights = self.attend(
+            q,
+            k,
+            v,
+            key_padding_mask=key_padding_mask,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            positions=positions,
+            q_start=q_start,
+            need_weights=need_weights,
+        )
+        batch, _, q_len, _ = out.shape
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, -1))  # (B, Tq, D)
+        return (out, weights) if need_weights else out
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+        positions: PositionalEncoding | None,
+        q_start: int,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Mix v (B, Hkv, Tk, Dh) by q (B, H, Tq, Dh) and k; subclasses replace this step."""
+        mask = score_mask(q, k, key_padding_mask, attn_mask, positions, q_start)
         result = scaled_dot_product_attention(
             q,
             k,
@@ -136,10 +174,30 @@ class MultiHeadAttention(nn.Module):
             strict=self.strict,
             return_weights=need_weights,
         )
-        out, weights = result if need_weights else (result, None)
-        batch, _, q_len, _ = out.shape
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, -1))  # (B, Tq, D)
-        return (out, weights) if need_weights else out
+        return result if need_weights else (result, None)
+
+
+def score_mask(
+    q: Tensor,
+    k: Tensor,
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    positions: PositionalEncoding | None,
+    q_start: int,
+) -> Tensor | None:
+    """One bool mask or float bias for (B, H, Tq, Tk) scores from padding, an explicit mask and position bias."""
+    mask = attn_mask
+    if positions is not None:
+        pos_bias = positions.bias(q.shape[2], k.shape[2], q_start=q_start, device=q.device, dtype=q.dtype)
+        if pos_bias is not None:
+            mask = _combine(mask, pos_bias.unsqueeze(0))  # (1, H, Tq, Tk)
+    if key_padding_mask is not None:
+        if key_padding_mask.shape != (k.shape[0], k.shape[2]):
+            raise ValueError(
+                f"key_padding_mask must be (B, Tk) = {(k.shape[0], k.shape[2])}, got {tuple(key_padding_mask.shape)}"
+            )
+        mask = _combine(mask, key_padding_mask[:, None, None, :].bool())  # (B, 1, 1, Tk)
+    return mask
 
 
 def _combine(mask: Tensor | None, other: Tensor) -> Tensor:

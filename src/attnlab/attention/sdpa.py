@@ -29,6 +29,7 @@ _SDPA_BACKENDS: dict[str, SDPBackend] = {
 # torch._fused_sdp_choice returns the SDPBackend enum value of the kernel `auto` would pick.
 _BACKEND_NAMES = {int(b.value): name for name, b in _SDPA_BACKENDS.items()}
 _LOGGED: set[tuple[str, str]] = set()
+_AUTO_SEEN: set[tuple] = set()
 
 
 def causal_mask(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
@@ -69,6 +70,37 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, backend: str) -> None:
         )
 
 
+def softmax_attention(
+    scores: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Masked softmax over precomputed scores (B, H, Tq, Tk), then weights @ v (B, H, Tk, Dv).
+
+    Returns (out (B, H, Tq, Dv), weights (B, H, Tq, Tk)); fully masked rows give zeros and zero gradients.
+    """
+    q_len, k_len = scores.shape[-2], scores.shape[-1]
+    if is_causal:
+        attn_mask = _merge_causal(attn_mask, q_len, k_len, scores.device)
+    row_allowed = None
+    if attn_mask is not None:
+        # a fully masked row would softmax to NaN (and NaN gradients): unmask it, zero it afterwards
+        row_allowed = _rows_with_keys(attn_mask)  # (.., Tq, 1)
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~(attn_mask | ~row_allowed), float("-inf"))
+        else:
+            scores = scores + attn_mask.masked_fill(~row_allowed, 0.0)
+    weights = torch.softmax(scores, dim=-1)
+    if row_allowed is not None:
+        weights = weights.masked_fill(~row_allowed, 0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
 def reference_attention(
     q: Tensor,
     k: Tensor,
@@ -84,24 +116,9 @@ def reference_attention(
     if num_kv_heads != num_heads:  # GQA / MQA: every key/value head serves H / Hkv query heads
         k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
         v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
-    q_len, k_len = q.shape[-2], k.shape[-2]
-    if is_causal:
-        attn_mask = _merge_causal(attn_mask, q_len, k_len, q.device)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
-    row_allowed = None
-    if attn_mask is not None:
-        row_allowed = _rows_with_keys(attn_mask)
-        if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
-        else:
-            scores = scores + attn_mask
-    weights = torch.softmax(scores, dim=-1)
-    if row_allowed is not None:  # a fully masked row softmaxes to NaN: make it attend to nothing
-        weights = torch.where(row_allowed, weights, torch.zeros_like(weights))
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights
+    return softmax_attention(scores, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
 
 
 def _kernel_name(q: Tensor, k: Tensor, v: Tensor, attn_mask, dropout_p, is_causal, scale, gqa) -> str:
@@ -118,6 +135,12 @@ def _log_once(requested: str, ran: str, device: torch.device) -> None:
     if key not in _LOGGED:
         _LOGGED.add(key)
         log.info("attention: backend=%s ran kernel '%s' on %s", requested, ran, device.type)
+
+
+def _auto_signature(q: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool, gqa: bool) -> tuple:
+    """What decides the kernel `auto` picks; the choice is looked up once per signature."""
+    mask_kind = None if mask is None else str(mask.dtype)
+    return (q.device.type, q.dtype, q.requires_grad, mask_kind, dropout_p > 0, is_causal, gqa)
 
 
 def scaled_dot_product_attention(
@@ -173,7 +196,10 @@ def scaled_dot_product_attention(
         )
 
     if backend == "auto":
-        _log_once(backend, _kernel_name(q, k, v, kernel_mask, dropout_p, is_causal, scale, gqa), q.device)
+        signature = _auto_signature(q, kernel_mask, dropout_p, is_causal, gqa)
+        if signature not in _AUTO_SEEN:  # the dispatcher query costs a few microseconds: once per signature
+            _AUTO_SEEN.add(signature)
+            _log_once(backend, _kernel_name(q, k, v, kernel_mask, dropout_p, is_causal, scale, gqa), q.device)
         out = run()
     else:
         try:

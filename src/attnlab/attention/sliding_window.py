@@ -1,0 +1,289 @@
+"""Sliding-window (local) attention with optional global tokens, Longformer style.
+
+Query i attends key j when |i - j| <= window (causal: 0 <= i - j <= window). The first
+``num_global`` tokens are global: they attend to every key and every query attends to them.
+
+Two implementations of the same math, memory O(n * w):
+- ``chunked``: queries in blocks of c tokens, each block attends to its c + 2w neighbouring keys
+  (plus the global keys) through the fused SDPA kernels; runs anywhere.
+- ``flex``: one FlexAttention call with a block-sparse mask (compiled; CUDA by default).
+
+Shape legend: B batch, H query heads, Hkv key/value heads, n tokens, Dh head dim, c block size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.attention.multihead import MultiHeadAttention, score_mask
+from attnlab.attention.positional import PositionalEncoding
+from attnlab.attention.sdpa import Backend, reference_attention, scaled_dot_product_attention
+
+Impl = Literal["auto", "chunked", "flex"]
+
+
+def sliding_window_mask(
+    length: int, *, window: int, num_global: int = 0, is_causal: bool = False, device=None
+) -> Tensor:
+    """Dense (n, n) bool mask of the sliding-window pattern, True = may attend (O(n^2); for tests/maps)."""
+    pos = torch.arange(length, device=device)
+    offset = pos[:, None] - pos[None, :]  # (n, n): query minus key
+    allowed = offset.abs() <= window
+    allowed |= (pos[None, :] < num_global) | (pos[:, None] < num_global)
+    if is_causal:
+        allowed &= offset >= 0
+    return allowed
+
+
+def sliding_window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    window: int,
+    num_global: int = 0,
+    is_causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    positions: PositionalEncoding | None = None,
+    block_size: int | None = None,
+    dropout_p: float = 0.0,
+    backend: Backend = "auto",
+    strict: bool = True,
+) -> Tensor:
+    """Chunked sliding-window self-attention: q (B, H, n, Dh), k, v (B, Hkv, n, Dh) -> (B, H, n, Dh).
+
+    Args:
+        window: keys each query sees on each side (w).
+        num_global: leading tokens that attend and are attended globally.
+        key_padding_mask: (B, n) bool, True for real tokens.
+        positions: its `bias` hook must depend only on key-query offsets (relative, ALiBi).
+        block_size: query block c; default max(64, w) capped at n. Memory ~ n * (c + 2w + globals).
+    """
+    batch, heads, length, head_dim = q.shape
+    kv_heads, value_dim = k.shape[1], v.shape[-1]
+    window = min(window, length - 1)
+    num_global = min(num_global, length)
+    block = min(length, block_size or max(64, window))
+    num_blocks = math.ceil(length / block)
+    padded = num_blocks * block
+    span = block + window + (0 if is_causal else window)  # keys per block: [start - w, end + w)
+    device = q.device
+
+    # queries: (B, H, n, Dh) -> (B * nb, H, c, Dh)
+    q_blocks = F.pad(q, (0, 0, 0, padded - length)).view(batch, heads, num_blocks, block, head_dim)
+    q_blocks = q_blocks.transpose(1, 2).reshape(batch * num_blocks, heads, block, head_dim)
+
+    def windows(x: Tensor) -> Tensor:  # (B, Hkv, n, d) -> (B * nb, Hkv, span, d)
+        right = padded - length + (0 if is_causal else window)
+        x = F.pad(x, (0, 0, window, right)).unfold(2, span, block)  # (B, Hkv, nb, d, span)
+        return x.permute(0, 2, 1, 4, 3).reshape(batch * num_blocks, kv_heads, span, x.shape[3])
+
+    k_blocks, v_blocks = windows(k), windows(v)
+
+    # mask over (query r in block, key t in span): key pos = block start - w + t, query pos = start + r
+    r = torch.arange(block, device=device)[:, None]
+    t = torch.arange(span, device=device)[None, :]
+    band = (t >= r) & (t <= r + (window if is_causal else 2 * window))  # (c, span)
+    starts = torch.arange(num_blocks, device=device) * block  # (nb,)
+    key_pos = starts[:, None] - window + torch.arange(span, device=device)  # (nb, span)
+    key_ok = (key_pos >= 0) & (key_pos < length)  # (nb, span)
+    mask = band[None] & key_ok[:, None, :]  # (nb, c, span)
+    if key_padding_mask is not None:
+        real = F.pad(key_padding_mask.bool(), (window, padded - length + window), value=False)  # (B, padded+2w)
+        real = real.unfold(1, span, block)  # (B, nb, span)
+        mask = mask[None] & real[:, :, None, :]  # (B, nb, c, span)
+    else:
+        mask = mask[None]  # (1, nb, c, span)
+    bias = None
+    if positions is not None:
+        bias = positions.bias(block, span, q_start=window, k_start=0, device=device, dtype=q.dtype)
+        bias = None if bias is None else bias[None, None]  # (1, 1, H | 1, c, span), same for every block
+
+    if num_global > 0:
+        # every query also sees the global keys that its window does not already cover
+        q_pos = (starts[:, None] + r.T)  # (nb, c)
+        g_pos = torch.arange(num_global, device=device)
+        extra = g_pos[None, None, :] < q_pos[..., None] - window  # (nb, c, g) left of the window
+        if not is_causal:
+            extra |= g_pos[None, None, :] > q_pos[..., None] + window
+        if key_padding_mask is not None:
+            extra = extra[None] & key_padding_mask[:, None, None, :num_global].bool()  # (B, nb, c, g)
+        else:
+            extra = extra[None]
+        mask = torch.cat([extra.expand(mask.shape[0], -1, -1, -1), mask], dim=-1)  # (B|1, nb, c, g + span)
+        g_k = k[:, :, :num_global].unsqueeze(1).expand(batch, num_blocks, kv_heads, num_global, head_dim)
+        g_v = v[:, :, :num_global].unsqueeze(1).expand(batch, num_blocks, kv_heads, num_global, value_dim)
+        k_blocks = torch.cat([g_k.reshape(batch * num_blocks, kv_heads, num_global, head_dim), k_blocks], dim=2)
+        v_blocks = torch.cat([g_v.reshape(batch * num_blocks, kv_heads, num_global, value_dim), v_blocks], dim=2)
+        if bias is not None:
+            g_bias = positions.bias(padded, num_global, device=device, dtype=q.dtype)  # (H|1, padded, g)
+            g_bias = g_bias.view(g_bias.shape[0], num_blocks, block, num_global).transpose(0, 1)[None]
+            heads_b = max(bias.shape[2], g_bias.shape[2])
+            bias = torch.cat(
+                [g_bias.expand(1, num_blocks, heads_b, block, num_global),
+                 bias.expand(1, num_blocks, heads_b, block, span)],
+                dim=-1,
+            )  # (1, nb, H|1, c, g + span)
+
+    attn_mask: Tensor = mask.unsqueeze(2)  # (B|1, nb, 1, c, K)
+    if bias is not None:
+        attn_mask = torch.where(attn_mask, bias, float("-inf"))  # (B|1, nb, H|1, c, K)
+    attn_mask = attn_mask.expand(batch, num_blocks, *attn_mask.shape[2:])
+    attn_mask = attn_mask.reshape(batch * num_blocks, *attn_mask.shape[2:])  # (B * nb, H|1, c, K)
+    out = scaled_dot_product_attention(
+        q_blocks, k_blocks, v_blocks, attn_mask=attn_mask, dropout_p=dropout_p, backend=backend, strict=strict
+    )  # (B * nb, H, c, Dv)
+    out = out.view(batch, num_blocks, heads, block, value_dim).transpose(1, 2)
+    out = out.reshape(batch, heads, padded, value_dim)[:, :, :length]  # (B, H, n, Dv)
+
+    if num_global > 0:  # global queries attend to every (earlier, when causal) key
+        g_mask = _global_rows_mask(length, num_global, is_causal, device)  # (g, n)
+        g_mask = g_mask if key_padding_mask is None else g_mask & key_padding_mask[:, None, None, :].bool()
+        if positions is not None:
+            g_bias = positions.bias(num_global, length, device=device, dtype=q.dtype)
+            if g_bias is not None:
+                g_mask = torch.where(g_mask, g_bias, float("-inf"))
+        g_out = scaled_dot_product_attention(
+            q[:, :, :num_global], k, v, attn_mask=g_mask, dropout_p=dropout_p, backend=backend, strict=strict
+        )
+        out = torch.cat([g_out, out[:, :, num_global:]], dim=2)
+    return out
+
+
+def _global_rows_mask(length: int, num_global: int, is_causal: bool, device) -> Tensor:
+    rows = torch.arange(num_global, device=device)[:, None]
+    cols = torch.arange(length, device=device)[None, :]
+    return cols <= rows if is_causal else torch.ones(num_global, length, dtype=torch.bool, device=device)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_sliding_window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    window: int,
+    num_global: int = 0,
+    is_causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Sliding-window attention as one compiled FlexAttention call with a block-sparse mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    batch, _, length, _ = q.shape
+    real = key_padding_mask.bool() if key_padding_mask is not None else None
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        allowed = ((q_idx - kv_idx).abs() <= window) | (kv_idx < num_global) | (q_idx < num_global)
+        if is_causal:
+            allowed = allowed & (kv_idx <= q_idx)
+        if real is not None:
+            allowed = allowed & real[b, kv_idx]
+        return allowed
+
+    block_mask = create_block_mask(
+        mask_mod, batch if real is not None else None, None, length, length, device=q.device.type
+    )
+    return _compiled_flex()(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
+
+
+class SlidingWindowAttention(MultiHeadAttention):
+    """Multi-head self-attention restricted to a sliding window plus optional global tokens.
+
+    Args:
+        window: keys each query sees on each side (``attention.window``); w >= n is full attention.
+        num_global: leading global tokens (CLS, question tokens in QA) (``attention.num_global``).
+        impl: ``chunked`` (blocks over fused SDPA, any device), ``flex`` (compiled FlexAttention,
+            no position bias), ``auto`` (flex on CUDA without bias, else chunked).
+        block_size: query block of the chunked path; default max(64, window).
+        others: as `MultiHeadAttention`; self-attention only, no KV cache.
+    """
+
+    supports_cache = False
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        window: int = 256,
+        num_global: int = 0,
+        impl: Impl = "auto",
+        block_size: int | None = None,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        backend: Backend = "auto",
+        strict: bool = True,
+    ) -> None:
+        super().__init__(
+            dim=dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            bias=bias,
+            dropout=dropout,
+            backend=backend,
+            strict=strict,
+        )
+        if window < 0:
+            raise ValueError(f"attention.window must be >= 0, got {window}")
+        if num_global < 0:
+            raise ValueError(f"attention.num_global must be >= 0, got {num_global}")
+        if impl not in ("auto", "chunked", "flex"):
+            raise ValueError(f"attention.impl='{impl}' is unknown; choose auto, chunked or flex")
+        self.window, self.num_global, self.impl, self.block_size = window, num_global, impl, block_size
+
+    def attend(self, q, k, v, *, key_padding_mask, attn_mask, is_causal, positions, q_start, need_weights):
+        if attn_mask is not None:
+            raise ValueError(
+                "sliding-window attention builds its own mask and takes no attn_mask; "
+                "pass key_padding_mask / is_causal and set attention.window / attention.num_global"
+            )
+        length = q.shape[2]
+        if need_weights:  # exact maps through the dense reference path
+            band = sliding_window_mask(
+                length, window=self.window, num_global=self.num_global, is_causal=is_causal, device=q.device
+            )
+            mask = score_mask(q, k, key_padding_mask, band, positions, q_start)
+            return reference_attention(q, k, v, attn_mask=mask)
+        dropout_p = self.dropout if self.training else 0.0
+        has_bias = positions is not None and positions.bias(1, 1, device=q.device) is not None
+        use_flex = self.impl == "flex" or (self.impl == "auto" and q.is_cuda and not has_bias and dropout_p == 0)
+        if use_flex:
+            if has_bias or dropout_p > 0:
+                raise ValueError(
+                    "attention.impl=flex supports neither position biases (relative, alibi) nor dropout; "
+                    "use attention.impl=chunked"
+                )
+            out = flex_sliding_window_attention(
+                q, k, v, window=self.window, num_global=self.num_global, is_causal=is_causal,
+                key_padding_mask=key_padding_mask,
+            )
+            return out, None
+        out = sliding_window_attention(
+            q,
+            k,
+            v,
+            window=self.window,
+            num_global=self.num_global,
+            is_causal=is_causal,
+            key_padding_mask=key_padding_mask,
+            positions=positions,
+            block_size=self.block_size,
+            dropout_p=dropout_p,
+            backend=self.backend,
+            strict=self.strict,
+        )
+        return out, None
