@@ -8,6 +8,7 @@ import torch
 from attnlab.attention import (
     POSITIONAL_ENCODINGS,
     ALiBi,
+    MultiHeadAttention,
     AxialRotaryPositionalEncoding,
     RelativePositionBias,
     RotaryPositionalEncoding,
@@ -113,3 +114,13 @@ def test_unknown_encoding_and_long_inputs_raise():
         build_positional_encoding("rotary", dim=32, num_heads=4, max_len=8)
     with pytest.raises(ValueError, match="backbone.max_len"):
         build_positional_encoding("learned", dim=32, num_heads=4, max_len=8).embed(torch.randn(1, 9, 32))
+
+
+@pytest.mark.parametrize("kind", ["relative", "alibi", "rope", "rope2d", "learned"])
+def test_gradcheck_attention_with_encoding(kind):
+    pe = build_positional_encoding(kind, dim=8, num_heads=2, max_len=16).double()
+    if kind == "relative":
+        torch.nn.init.normal_(pe.embedding.weight)
+    attn = MultiHeadAttention(dim=8, num_heads=2).double()
+    x = torch.randn(1, 4, 8, dtype=torch.float64, requires_grad=True)  # 4 tokens = a 2 x 2 grid
+    assert torch.autograd.gradcheck(lambda t: attn(pe.embed(t), positions=pe, is_causal=True), (x,))

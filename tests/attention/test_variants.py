@@ -61,12 +61,15 @@ def test_contract_factory_and_forward(name):
     assert rel_err(attn(changed, key_padding_mask=real)[1, :7], attn(x, key_padding_mask=real)[1, :7]) < 1e-6
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_gradcheck_float64(name):
+def test_gradcheck_float64(name, causal):
+    if causal and name not in CAUSAL:
+        pytest.skip(f"{name} has no causal mode")
     attn = VARIANTS[name](dim=8, num_heads=2).double()
     x = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
     real = padding_mask(1, 6, [5])
-    assert torch.autograd.gradcheck(lambda t: attn(t, key_padding_mask=real), (x,))
+    assert torch.autograd.gradcheck(lambda t: attn(t, key_padding_mask=real, is_causal=causal), (x,))
     params = [p for p in attn.parameters() if p.requires_grad]
     attn(x, key_padding_mask=real).square().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
@@ -112,6 +115,8 @@ SLIDING_CASES = {
     "gqa_alibi": dict(window=6, kv_heads=2, pos="alibi", num_global=1),
     "relative_causal": dict(window=4, pos="relative", is_causal=True, lengths=[30, 37]),
     "one_block": dict(window=3, block_size=64),
+    "one_block_causal_global": dict(window=3, num_global=2, is_causal=True, block_size=64, lengths=[37, 20]),
+    "full_window_causal_alibi": dict(window=36, is_causal=True, pos="alibi", lengths=[37, 25]),
 }
 
 

@@ -70,10 +70,22 @@ def sliding_window_attention(
     window = min(window, length - 1)
     num_global = min(num_global, length)
     block = min(length, block_size or max(64, window))
+    device = q.device
+    if window == length - 1 or block == length:  # full attention, or one block (n <= c): one call
+        full = window == length - 1
+        mask = None if full else sliding_window_mask(length, window=window, num_global=num_global, device=device)
+        if key_padding_mask is not None:
+            real = key_padding_mask[:, None, None, :].bool()  # (B, 1, 1, n)
+            mask = real if mask is None else mask & real
+        bias = None if positions is None else positions.bias(length, length, device=device, dtype=q.dtype)
+        if bias is not None:
+            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
+        return scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p, backend=backend, strict=strict
+        )
     num_blocks = math.ceil(length / block)
     padded = num_blocks * block
     span = block + window + (0 if is_causal else window)  # keys per block: [start - w, end + w)
-    device = q.device
 
     # queries: (B, H, n, Dh) -> (B * nb, H, c, Dh)
     q_blocks = F.pad(q, (0, 0, 0, padded - length)).view(batch, heads, num_blocks, block, head_dim)
