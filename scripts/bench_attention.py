@@ -2,6 +2,7 @@
 
     python scripts/bench_attention.py            # n = 256 .. 8192, a few minutes on 2 CPU cores
     python scripts/bench_attention.py --quick    # n = 256, 1024, fewer repeats (seconds)
+    python scripts/bench_attention.py --allocator no-mmap --json bench/attention_no_mmap.json
 
 Every variant runs on the same (B, H, n, Dh) queries/keys/values. Reported per (variant, n):
 forward time (no grad), forward+backward time, and peak memory of each, plus ratios to the
@@ -86,12 +87,12 @@ def _sync(device: torch.device) -> None:
 
 
 def time_call(fn: Callable[[], None], device: torch.device, repeats: int, budget_s: float) -> float:
-    """Median seconds per call after one warm-up; stops early once the time budget is spent."""
+    """Median seconds per call after one warm-up; at least 3 calls, more until `repeats` or the budget."""
     fn()
     _sync(device)
     times: list[float] = []
     spent = 0.0
-    while len(times) < repeats and (len(times) < 2 or spent < budget_s):
+    while len(times) < repeats and (len(times) < 3 or spent < budget_s):
         start = time.perf_counter()
         fn()
         _sync(device)
@@ -100,8 +101,14 @@ def time_call(fn: Callable[[], None], device: torch.device, repeats: int, budget
     return statistics.median(times)
 
 
-def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
-    """Peak bytes allocated during fn() beyond what was live before it (see module docstring)."""
+def peak_bytes(fn: Callable[[], None], device: torch.device, setup: Callable[[], None] | None = None) -> int:
+    """Peak bytes allocated during fn() beyond what was live before it (see module docstring).
+
+    `setup` runs before measuring (e.g. dropping old gradients), so that frees of memory allocated
+    before the call cannot hide allocations made during it.
+    """
+    if setup is not None:
+        setup()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -135,15 +142,21 @@ def measure(kernel: Kernel, length: int, args, device, dtype) -> dict[str, float
         with torch.no_grad():
             kernel(q, k, v)
 
-    def forward_backward() -> None:
+    def drop_grads() -> None:
         q.grad = k.grad = v.grad = None
+
+    def forward_backward() -> None:
         kernel(q, k, v).backward(grad)
+
+    def timed_forward_backward() -> None:
+        drop_grads()
+        forward_backward()
 
     return {
         "fwd_ms": 1e3 * time_call(forward, device, args.repeats, args.budget_s),
-        "fwd_bwd_ms": 1e3 * time_call(forward_backward, device, args.repeats, args.budget_s),
+        "fwd_bwd_ms": 1e3 * time_call(timed_forward_backward, device, args.repeats, args.budget_s),
         "fwd_peak_mb": peak_bytes(forward, device) / 2**20,
-        "fwd_bwd_peak_mb": peak_bytes(forward_backward, device) / 2**20,
+        "fwd_bwd_peak_mb": peak_bytes(forward_backward, device, setup=drop_grads) / 2**20,
     }
 
 
@@ -190,6 +203,12 @@ def flops_fwd_bwd(length: int, args) -> float:
     return 3.5 * 4 * args.batch * args.heads * length**2 * args.head_dim
 
 
+# glibc malloc serves every allocation above 32 MB with a fresh mmap and unmaps it on free, so each
+# call page-faults its large buffers back in: a cost that jumps once tensors cross 32 MB. This mode
+# keeps freed memory in the heap instead, like the caching allocators PyTorch recommends for CPU.
+NO_MMAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="n = 256, 1024; few repeats")
@@ -201,13 +220,17 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=256)
     parser.add_argument("--max-quadratic-len", type=int, default=4096,
                         help="skip reference and sdpa[math] (O(n^2) memory) above this n")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--budget-s", type=float, default=2.0, help="stop repeating a measurement after this")
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=Path("bench/attention.json"))
+    parser.add_argument("--allocator", choices=["default", "no-mmap"], default="default",
+                        help="no-mmap: glibc keeps freed memory (re-executes with MALLOC_MMAP_MAX_=0)")
     args = parser.parse_args()
+    if args.allocator == "no-mmap" and any(os.environ.get(k) != v for k, v in NO_MMAP_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **NO_MMAP_ENV})
     if args.quick:
         args.lengths, args.repeats, args.budget_s, args.overhead_rounds = [256, 1024], 3, 0.5, 3
     torch.set_num_threads(args.threads)
@@ -245,6 +268,8 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "dtype": str(dtype),
+            "allocator": args.allocator,
+            "malloc_env": {k: os.environ.get(k) for k in NO_MMAP_ENV},
         },
         "memory_method": "CPU: torch.profiler profile_memory allocation events (peak running sum of live bytes "
         "allocated during the call); CUDA: max_memory_allocated minus bytes live before the call",

@@ -164,9 +164,11 @@ def test_sliding_window_memory_is_linear_in_length():
     assert Largest.largest < 1024 * 1024 // 8
 
 
+@pytest.mark.parametrize("group", [1024, 8])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("length", [1, 13, 16])
-def test_linear_attention_matches_dense_float64(causal, length):
+def test_linear_attention_matches_dense_float64(causal, length, group, monkeypatch):
+    monkeypatch.setattr("attnlab.attention.linear._GROUP_TOKENS", group)  # 8: several loop steps
     q, k, v = qkv(q_len=length, kv_heads=2)
     real = padding_mask(2, length, [length, max(1, length - 5)])
     out = linear_attention(q, k, v, is_causal=causal, key_padding_mask=real, chunk_size=4)

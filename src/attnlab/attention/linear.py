@@ -3,7 +3,8 @@
 out_i = phi(q_i) . sum_j phi(k_j) v_j^T / (phi(q_i) . sum_j phi(k_j)), phi(x) = elu(x) + 1.
 Non-causal: one (Dh x Dh) summary per head, O(n Dh^2) time, O(n Dh + Dh^2) memory.
 Causal: chunks of c tokens; within a chunk a masked c x c product, across chunks a running
-prefix sum of the summaries: O(n (c + Dh) Dh) time, O(n c + (n / c) Dh^2) memory.
+prefix sum of the summaries (loops over groups of chunks so that temporaries stay bounded):
+O(n (c + Dh) Dh) time, O(n c + (n / c) Dh^2) memory.
 
 Shape legend: B batch, H heads, n tokens (Tq, Tk when they differ), Dh head dim.
 """
@@ -19,10 +20,12 @@ from torch import Tensor
 from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.attention.sdpa import causal_mask
 
+_GROUP_TOKENS = 1024  # causal path: tokens processed per loop step (bounds temporary tensors)
+
 
 def elu_feature_map(x: Tensor) -> Tensor:
-    """phi(x) = elu(x) + 1 > 0."""
-    return F.elu(x) + 1.0
+    """phi(x) = elu(x) + 1 > 0 (in place on elu's output: its backward needs only x)."""
+    return F.elu(x).add_(1.0)
 
 
 def _features(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -31,7 +34,7 @@ def _features(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) 
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
     if key_padding_mask is not None:  # padded keys contribute nothing
-        phi_k = phi_k * key_padding_mask[:, None, :, None].to(phi_k.dtype)
+        phi_k = phi_k.mul_(key_padding_mask[:, None, :, None].to(phi_k.dtype))
     return phi_q, phi_k, v
 
 
@@ -51,29 +54,37 @@ def linear_attention(
         summary = phi_k.transpose(-2, -1) @ v  # (B, H, Dh, Dv)
         normalizer = phi_k.sum(dim=2)  # (B, H, Dh)
         numerator = phi_q @ summary  # (B, H, n, Dv)
-        denominator = (phi_q * normalizer.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, n, 1)
+        denominator = phi_q @ normalizer.unsqueeze(-1)  # (B, H, n, 1)
         return numerator / (denominator + eps)
 
     batch, heads, length, head_dim = phi_q.shape
     value_dim = v.shape[-1]
     chunk = min(chunk_size, length)
-    num_chunks = math.ceil(length / chunk)
-    pad = num_chunks * chunk - length
+    group = chunk * max(1, _GROUP_TOKENS // chunk)  # tokens per step of the loop below
+    padded = math.ceil(length / chunk) * chunk
+    if padded != length:
+        phi_q, phi_k, v = (F.pad(x, (0, 0, 0, padded - length)) for x in (phi_q, phi_k, v))
+    # a ones column on v carries the normaliser through the same products: (B, H, n, Dv + 1)
+    v_ext = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    state = phi_q.new_zeros(batch, heads, head_dim, value_dim + 1)  # sum of phi(k) v_ext^T so far
+    pieces = []
+    for start in range(0, padded, group):  # bounded temporaries: the state carries across groups
+        stop = min(start + group, padded)
+        nc = (stop - start) // chunk
 
-    def chunks(x: Tensor) -> Tensor:  # (B, H, n, d) -> (B, H, nc, c, d)
-        return F.pad(x, (0, 0, 0, pad)).view(batch, heads, num_chunks, chunk, x.shape[-1])
+        def chunks(x: Tensor) -> Tensor:  # (B, H, n, d) -> (B, H, nc, c, d)
+            return x[:, :, start:stop].reshape(batch, heads, nc, chunk, x.shape[-1])
 
-    cq, ck, cv = chunks(phi_q), chunks(phi_k), chunks(v)
-    chunk_summary = ck.transpose(-2, -1) @ cv  # (B, H, nc, Dh, Dv)
-    chunk_norm = ck.sum(dim=3)  # (B, H, nc, Dh)
-    # state before each chunk: exclusive prefix sums over chunks
-    state = chunk_summary.cumsum(dim=2) - chunk_summary  # (B, H, nc, Dh, Dv)
-    state_norm = chunk_norm.cumsum(dim=2) - chunk_norm  # (B, H, nc, Dh)
-    local = (cq @ ck.transpose(-2, -1)).tril()  # (B, H, nc, c, c): keys at or before the query
-    numerator = cq @ state + local @ cv  # (B, H, nc, c, Dv)
-    denominator = (cq * state_norm.unsqueeze(3)).sum(-1, keepdim=True) + local.sum(-1, keepdim=True)
-    out = numerator / (denominator + eps)
-    return out.reshape(batch, heads, num_chunks * chunk, value_dim)[:, :, :length]
+        cq, ck, cv = chunks(phi_q), chunks(phi_k), chunks(v_ext)
+        chunk_summary = ck.transpose(-2, -1) @ cv  # (B, H, nc, Dh, Dv + 1)
+        # state before each chunk: carried state + exclusive prefix sum over this group's chunks
+        before = chunk_summary.cumsum(dim=2) - chunk_summary + state.unsqueeze(2)
+        local = (cq @ ck.transpose(-2, -1)).tril_()  # (B, H, nc, c, c): keys at or before the query
+        pieces.append((cq @ before + local @ cv).flatten(2, 3))  # (B, H, nc * c, Dv + 1)
+        state = state + chunk_summary.sum(dim=2)
+    ext = torch.cat(pieces, dim=2) if len(pieces) > 1 else pieces[0]
+    out = ext[..., :value_dim] / (ext[..., value_dim:] + eps)
+    return out[:, :, :length]
 
 
 def linear_attention_weights(
