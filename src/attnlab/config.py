@@ -1,0 +1,32 @@
+"""OmegaConf resolvers and config helpers shared by the entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def resume_or_new_run_dir(ckpt_path: str | None, new_dir: str) -> str:
+    """Run directory of a run: the checkpoint's own run when resuming from <run>/checkpoints/*.ckpt."""
+    if ckpt_path:
+        ckpt = Path(ckpt_path)
+        if ckpt.parent.name == "checkpoints":
+            return str(ckpt.parent.parent)
+    return new_dir
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", resume_or_new_run_dir, use_cache=True)
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved config as plain Python, without Hydra's own node."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
+register_resolvers()

@@ -1,0 +1,239 @@
+"""Base DataModule over HF `datasets`: one preprocessing path for builder, hub and disk sources."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import lightning as L
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from attnlab.data.fingerprint import params_fingerprint
+from attnlab.data.sampler import EpochSeededSampler
+
+log = logging.getLogger(__name__)
+
+Source = Literal["builder", "hub", "disk"]
+SPLITS = ("train", "validation", "test")
+
+
+class PreprocessedSplit(TorchDataset):
+    """Applies `preprocess(row)` lazily to one split; a failing row is reported by split and index."""
+
+    def __init__(self, split: Dataset, preprocess: Callable[[dict[str, Any]], dict[str, Any]], *, name: str, origin: str) -> None:
+        self.split, self.preprocess, self.name, self.origin = split, preprocess, name, origin
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            sample = self.preprocess(self.split[index])
+        except Exception as err:  # noqa: BLE001 - re-raised with the sample's address
+            raise ValueError(
+                f"cannot read sample {index} of split '{self.name}' in {self.origin}: {type(err).__name__}: {err}. "
+                "Fix or drop that row (e.g. dataset.filter) and re-save the dataset."
+            ) from err
+        sample["index"] = index
+        return sample
+
+
+class HFDataModule(L.LightningDataModule, ABC):
+    """Serves a task's `DatasetDict` (splits train / validation / test) to Lightning.
+
+    Args:
+        source: ``builder`` (offline default: the task's builder writes the dataset once under
+            ``data_dir``, keyed by its parameters), ``hub`` (``load_dataset(path, name)``) or
+            ``disk`` (``load_from_disk(path)``, or parquet / imagefolder files under ``path``).
+        path: hub name or local directory (hub, disk).
+        name: hub configuration name.
+        data_dir: where built datasets are cached.
+        column_map: rename source columns to the task schema, e.g. ``{img: image}``.
+        val_fraction: carve validation out of train when the source has no validation split.
+        batch_size / eval_batch_size / num_workers: loader settings.
+        seed: data order and splitting seed.
+    """
+
+    task_name: str = "task"
+    required_columns: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        source: Source = "builder",
+        path: str | None = None,
+        name: str | None = None,
+        data_dir: str = "data",
+        column_map: dict[str, str] | None = None,
+        val_fraction: float = 0.1,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if source not in ("builder", "hub", "disk"):
+            raise ValueError(f"data.source='{source}' is unknown; choose builder, hub or disk")
+        if source in ("hub", "disk") and not path:
+            raise ValueError(f"data.source={source} needs data.path=<{'hub name' if source == 'hub' else 'directory'}>")
+        self.source, self.path, self.name = source, path, name
+        self.data_dir = Path(data_dir)
+        self.column_map = dict(column_map or {})
+        self.val_fraction, self.seed = val_fraction, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.splits: dict[str, PreprocessedSplit] = {}
+
+    # ---- what a task defines -------------------------------------------------------------
+    @abstractmethod
+    def builder_params(self) -> dict[str, Any]:
+        """JSON-serialisable parameters of the offline builder (they key its cache directory)."""
+
+    @abstractmethod
+    def build(self) -> DatasetDict:
+        """Build the offline dataset in the public dataset's schema."""
+
+    @abstractmethod
+    def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """One raw row -> tensors for `collate`."""
+
+    @abstractmethod
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Samples -> batch."""
+
+    def prepare(self, dataset: DatasetDict) -> DatasetDict:
+        """Hook after loading and schema checks (e.g. build an answer vocabulary from train)."""
+        return dataset
+
+    # ---- loading ---------------------------------------------------------------------------
+    @property
+    def built_path(self) -> Path:
+        return self.data_dir / self.task_name / params_fingerprint(self.builder_params())
+
+    @property
+    def origin(self) -> str:
+        return str(self.built_path) if self.source == "builder" else f"{self.source}:{self.path}"
+
+    def prepare_data(self) -> None:
+        """Runs once per node: build the offline dataset if it is not cached yet."""
+        if self.source == "builder" and not (self.built_path / "dataset_dict.json").exists():
+            self._build_to_disk()
+
+    def _build_to_disk(self) -> None:
+        target = self.built_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("building %s dataset into %s", self.task_name, target)
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+        try:
+            self.build().save_to_disk(str(staging / "dataset"))
+            if not target.exists():  # a concurrent process may have finished first
+                os.replace(staging / "dataset", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def load(self) -> DatasetDict:
+        """The raw DatasetDict from the configured source, splits normalised, schema checked."""
+        if self.source == "builder":
+            if not (self.built_path / "dataset_dict.json").exists():
+                self._build_to_disk()
+            dataset = load_from_disk(str(self.built_path))
+        elif self.source == "disk":
+            dataset = _load_local(Path(self.path))
+        else:
+            dataset = self._load_hub()
+        if isinstance(dataset, Dataset):
+            dataset = DatasetDict({"train": dataset})
+        if self.column_map:
+            dataset = dataset.rename_columns(self.column_map)
+        dataset = self._normalise_splits(dataset)
+        self._check_schema(dataset)
+        return self.prepare(dataset)
+
+    def _load_hub(self) -> DatasetDict:
+        try:
+            return load_dataset(self.path, self.name)
+        except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
+            raise ConnectionError(
+                f"cannot load data.path='{self.path}' (name={self.name}) from the Hugging Face hub: "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Offline? Use "
+                "data.source=builder (the offline default) or data.source=disk data.path=<saved dataset dir>."
+            ) from err
+
+    def _normalise_splits(self, dataset: DatasetDict) -> DatasetDict:
+        aliases = {"valid": "validation", "val": "validation", "dev": "validation"}
+        dataset = DatasetDict({aliases.get(k, k): v for k, v in dataset.items()})
+        if "train" not in dataset:
+            raise ValueError(f"dataset {self.origin} has no 'train' split (has {sorted(dataset)})")
+        if "validation" not in dataset:
+            parts = dataset["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
+            dataset["train"], dataset["validation"] = parts["train"], parts["test"]
+            log.info("no validation split in %s: using %.0f%% of train", self.origin, 100 * self.val_fraction)
+        if "test" not in dataset:
+            raise ValueError(
+                f"dataset {self.origin} has no 'test' split (has {sorted(dataset)}); add one, or rename a split "
+                "to 'test' before saving it"
+            )
+        return dataset
+
+    def _check_schema(self, dataset: DatasetDict) -> None:
+        for split_name in SPLITS:
+            columns = dataset[split_name].column_names
+            missing = [c for c in self.required_columns if c not in columns]
+            if missing:
+                raise ValueError(
+                    f"dataset {self.origin} split '{split_name}' lacks column(s) {missing} required by task "
+                    f"{self.task_name} (it has {columns}); rename with data.column_map='{{<old>: {missing[0]}}}'"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        dataset = self.load()
+        for split_name in SPLITS:
+            train = split_name == "train"
+            self.splits[split_name] = PreprocessedSplit(
+                dataset[split_name],
+                lambda row, train=train: self.preprocess(row, train=train),
+                name=split_name,
+                origin=self.origin,
+            )
+
+    # ---- loaders ---------------------------------------------------------------------------
+    def _loader(self, split_name: str, *, shuffle: bool) -> DataLoader:
+        split = self.splits[split_name]
+        return DataLoader(
+            split,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            sampler=EpochSeededSampler(len(split), seed=self.seed) if shuffle else None,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+def _load_local(path: Path) -> DatasetDict | Dataset:
+    """A `save_to_disk` directory, or parquet / csv / json / image-folder files under `path`."""
+    if not path.exists():
+        raise FileNotFoundError(f"data.path={path} does not exist; give a directory written by save_to_disk or of data files")
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        return load_from_disk(str(path))
+    return load_dataset(str(path))

@@ -1,0 +1,37 @@
+"""The head contract every task implements (see DESIGN.md, "Core contracts")."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+
+class TaskHead(nn.Module, ABC):
+    """Maps backbone features to task outputs and owns the task's loss, decoding and metrics."""
+
+    @abstractmethod
+    def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """hidden (B, N, D), mask (B, N) bool | None -> named output tensors."""
+
+    @abstractmethod
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """Scalar training loss."""
+
+    @abstractmethod
+    def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """One JSON-serialisable record per sample (written to predictions.jsonl)."""
+
+    @abstractmethod
+    def build_metrics(self) -> MetricCollection:
+        """A fresh torchmetrics collection; the module clones one per stage."""
+
+    @abstractmethod
+    def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(preds, target) for the metric collection."""
+
+    def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
+        """Override when one (preds, target) pair is not enough (e.g. per-group accuracies)."""
+        metrics.update(*self.metric_inputs(outputs, batch))

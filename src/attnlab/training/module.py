@@ -1,0 +1,151 @@
+"""AttnLabModule: one LightningModule for single- and multi-task training of a shared backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from attnlab.training.head import TaskHead
+from attnlab.training.optim import build_optimizer
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass
+class TaskSpec:
+    """How one task plugs into the shared backbone.
+
+    `adapter` and `head` are factories (Hydra ``_partial_``) completed with ``dim=`` of the built
+    backbone, so any backbone preset (or a timm model of unknown width) composes with any task.
+    """
+
+    adapter: Callable[..., nn.Module]
+    head: Callable[..., TaskHead]
+    loss_weight: float = 1.0
+
+
+class AttnLabModule(L.LightningModule):
+    """outputs = head(backbone(*adapter(batch)), batch); owns losses, metrics and optimisation.
+
+    Args:
+        backbone: shared encoder with ``.dim``; ``takes_pixels`` backbones get raw images.
+        tasks: task name -> TaskSpec. One entry is a single-task run; with several, each batch is
+            a dict {task name: task batch} and the weighted losses are summed.
+        optimizer: partial optimizer, called with parameter groups.
+        scheduler: partial LR schedule, called with (optimizer, total_steps=); stepped per batch.
+        weight_decay: applied to >= 2-D weights only.
+        run_config: the resolved run configuration, stored in the checkpoint so `eval.py` can rebuild
+            the model from ``ckpt_path`` alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        tasks: Mapping[str, TaskSpec],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        weight_decay: float = 0.05,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("model.tasks is empty; a run needs at least one task")
+        self.save_hyperparameters("run_config", "weight_decay")
+        self.backbone = backbone
+        self.adapters = nn.ModuleDict({name: spec.adapter(dim=backbone.dim) for name, spec in tasks.items()})
+        self.heads = nn.ModuleDict({name: spec.head(dim=backbone.dim) for name, spec in tasks.items()})
+        self.loss_weights = {name: spec.loss_weight for name, spec in tasks.items()}
+        if getattr(backbone, "takes_pixels", False):
+            for name, adapter in self.adapters.items():
+                if not hasattr(adapter, "pixels"):
+                    raise ValueError(
+                        f"backbone {type(backbone).__name__} takes images, but task '{name}' uses the "
+                        f"{type(adapter).__name__} adapter; use a token backbone (backbone=tiny|small|base)"
+                    )
+        # one metric collection per stage and task, logged as {stage}/{task}/{metric}
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}": head.build_metrics().clone(prefix=f"{stage}/{name}/")
+                for stage in STAGES
+                for name, head in self.heads.items()
+            }
+        )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.heads.keys())
+
+    def forward(self, batch: dict[str, Any], task: str) -> dict[str, Tensor]:
+        adapter = self.adapters[task]
+        tokens, mask = adapter.pixels(batch) if getattr(self.backbone, "takes_pixels", False) else adapter(batch)
+        hidden = self.backbone(tokens, mask)  # (B, N, D)
+        if getattr(self.backbone, "takes_pixels", False):
+            mask = None  # the backbone produced its own token grid
+        return self.heads[task](hidden, mask, batch)
+
+    def _per_task(self, batch: Any) -> dict[str, dict[str, Any]]:
+        if len(self.heads) == 1:
+            return {self.task_names[0]: batch}
+        missing = set(self.task_names) - set(batch)
+        if missing:
+            raise ValueError(f"multi-task batch lacks tasks {sorted(missing)}; the loader must yield {{task: batch}}")
+        return batch
+
+    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+        total = torch.zeros((), device=self.device)
+        for task, task_batch in self._per_task(batch).items():
+            head = self.heads[task]
+            outputs = self(task_batch, task)
+            loss = head.loss(outputs, task_batch)
+            batch_size = _batch_size(task_batch)
+            self.log(f"{stage}/{task}/loss", loss, batch_size=batch_size, prog_bar=stage != "train", sync_dist=stage != "train")
+            metrics = self.metrics[f"{stage}_{task}"]
+            head.update_metrics(metrics, {k: v.detach() for k, v in outputs.items()}, task_batch)
+            self.log_dict(metrics, batch_size=batch_size, prog_bar=stage != "train", on_step=False, on_epoch=True)
+            total = total + self.loss_weights[task] * loss
+        if len(self.heads) > 1:
+            self.log(f"{stage}/loss", total, batch_size=1, prog_bar=True)
+        return total
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}; lower model.optimizer.lr, "
+                "or use trainer.precision=32-true / trainer.gradient_clip_val"
+            )
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+        records = []
+        for task, task_batch in self._per_task(batch).items():
+            outputs = self(task_batch, task)
+            records += [{"task": task, **record} for record in self.heads[task].predict(outputs, task_batch)]
+        return records
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self, self.optimizer_factory, weight_decay=self.hparams.weight_decay)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    for value in batch.values():
+        if isinstance(value, Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return 1

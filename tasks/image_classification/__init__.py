@@ -1,0 +1,1 @@
+"""Image classification with attention pooling (digits offline default, any HF image-classification set)."""
