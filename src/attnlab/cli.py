@@ -10,7 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -71,6 +73,14 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
+def _close_loggers(trainer: L.Trainer) -> None:
+    """Flush every logger; W&B runs are finished so offline runs hold their summary and config."""
+    for logger in trainer.loggers:
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, write results.json; returns the monitored metric (for sweeps)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -106,8 +116,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
             test_metrics = _scalars(trainer.callback_metrics)
             test_metrics = {k: v for k, v in test_metrics.items() if k.startswith("test/")}
     finally:
-        for logger in trainer.loggers:
-            logger.finalize("success")
+        _close_loggers(trainer)
     results = {
         "task": cfg.task.name,
         "monitor": cfg.task.monitor,
@@ -131,17 +140,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise
 
 
+def _data_overrides(cfg: DictConfig) -> list[str]:
+    """The data.* keys the user overrode on the command line (Hydra records every override)."""
+    overrides = cfg.hydra.overrides.task if "hydra" in cfg else HydraConfig.get().overrides.task
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    return [key for key in keys if key.startswith("data.")]
+
+
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if not cfg.get("ckpt_path"):
         raise ValueError("eval.py needs ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)")
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    if cfg.get("task"):
-        check_checkpoint_task(checkpoint, cfg.ckpt_path, cfg.task)
+    if cfg.get("task"):  # `task=<name>` on the command line guards against a checkpoint of another task
+        check_checkpoint_task(checkpoint, cfg.ckpt_path, cfg.task.name)
     run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
     with open_dict(run_cfg):
-        for key, value in (cfg.get("data") or {}).items():  # eval-time data overrides (null = keep)
-            if value is not None:
-                run_cfg.data[key] = value
+        for key in _data_overrides(cfg):  # eval-time data.* overrides replace the stored values
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=False)
+        run_cfg.data.data_dir = cfg.paths.data_dir  # caches live on this machine
         backbone = run_cfg.model.backbone
         if "pretrained" in backbone:  # the weights come from the checkpoint, never the hub
             backbone.pretrained, backbone.pretrained_file = False, None

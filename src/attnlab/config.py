@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def resume_or_new_run_dir(ckpt_path: str | None, new_dir: str) -> str:
@@ -24,9 +24,10 @@ def register_resolvers() -> None:
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """Resolved config as plain Python, without Hydra's own node."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return plain
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 register_resolvers()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import netrc
 import os
 from pathlib import Path
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 def wandb_api_key_configured() -> bool:
@@ -49,3 +52,24 @@ def wandb_logger(
         id=run_id,
         resume="allow",
     )
+
+
+class _AppendingExperimentWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv (Lightning's writer deletes it) so a resumed run appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):  # continue with the existing header's columns
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger writing <save_dir>/metrics.csv; resuming into the same run directory appends rows."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -1,0 +1,67 @@
+"""Shared fixtures: compose the real Hydra configs, shrunk for CPU tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ATTNLAB_ROOT", str(ROOT))
+import attnlab.config  # noqa: E402,F401  (registers resolvers)
+
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false"]
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+    """Compose conf/<name>.yaml like the CLI does, with the run writing under `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent)
+        cfg.paths.data_dir = str(data_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One dataset cache for the whole session (builders write once)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def train_cfg(tmp_path, data_dir):
+    """Factory: train config with overrides, quiet, writing into tmp_path/run."""
+
+    def make(*overrides: str, run: str = "run", quiet: bool = True) -> DictConfig:
+        return compose_config("train", [*(QUIET if quiet else []), *overrides], tmp_path / run, data_dir)
+
+    return make
+
+
+@pytest.fixture
+def eval_cfg(tmp_path, data_dir):
+    def make(*overrides: str, run: str = "eval") -> DictConfig:
+        return compose_config("eval", [*overrides], tmp_path / run, data_dir)
+
+    return make
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run train.py / eval.py as a user would; returns the completed process (output captured)."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
