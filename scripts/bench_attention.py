@@ -25,8 +25,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -86,18 +86,75 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+class Interference:
+    """CPU time other processes used while we measured, from /proc (Linux); lets timing skip busy spells.
+
+    The machine this benchmark targets is shared: a call during which other processes used more than
+    `limit` of a core (or while `pause_file` exists) is discarded and re-run once the machine has
+    been quiet for half a second.
+    """
+
+    def __init__(self, limit: float = 0.1, enabled: bool = True, pause_file: Path | None = None) -> None:
+        self.limit, self.pause_file = limit, pause_file
+        self.enabled = enabled and Path("/proc/stat").exists()
+        self.discarded = 0
+        self.tick = os.sysconf("SC_CLK_TCK") if self.enabled else 100
+
+    def _busy_others(self) -> float:
+        """Seconds of CPU used by all processes but this one since boot."""
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        mine = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        own = int(mine[11]) + int(mine[12])  # utime + stime of every thread
+        return (user + nice + system + irq + softirq + steal - own) / self.tick
+
+    def start(self) -> tuple[float, float]:
+        return (self._busy_others(), time.perf_counter()) if self.enabled else (0.0, 0.0)
+
+    def clean(self, mark: tuple[float, float]) -> bool:
+        """Whether other processes stayed under the limit since `mark`."""
+        if not self.enabled:
+            return True
+        if self.pause_file is not None and self.pause_file.exists():
+            return False
+        busy, wall = self._busy_others() - mark[0], time.perf_counter() - mark[1]
+        return busy <= self.limit * max(wall, 0.05)
+
+    def wait_quiet(self, max_wait_s: float = 900.0) -> None:
+        """Return after a quiet half second (or after max_wait_s)."""
+        deadline = time.perf_counter() + max_wait_s
+        while self.enabled and time.perf_counter() < deadline:
+            mark = self.start()
+            time.sleep(0.5)
+            if self.clean(mark):
+                return
+
+
+INTERFERENCE = Interference()
+
+
 def time_call(fn: Callable[[], None], device: torch.device, repeats: int, budget_s: float) -> float:
-    """Median seconds per call after one warm-up; at least 3 calls, more until `repeats` or the budget."""
+    """Median seconds per call after one warm-up; at least 3 calls, more until `repeats` or the budget.
+
+    Calls during which other processes were busy are discarded and re-run (see `Interference`).
+    """
+    INTERFERENCE.wait_quiet()
     fn()
     _sync(device)
     times: list[float] = []
     spent = 0.0
     while len(times) < repeats and (len(times) < 3 or spent < budget_s):
+        mark = INTERFERENCE.start()
         start = time.perf_counter()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
+        elapsed = time.perf_counter() - start
+        if INTERFERENCE.clean(mark):
+            times.append(elapsed)
+            spent += elapsed
+        else:
+            INTERFERENCE.discarded += 1
+            INTERFERENCE.wait_quiet()
     return statistics.median(times)
 
 
@@ -224,6 +281,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=2.0, help="stop repeating a measurement after this")
     parser.add_argument("--overhead-rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-wait-quiet", action="store_true", help="keep calls during which others were busy")
+    parser.add_argument("--pause-file", type=Path, default=None, help="also pause timing while this file exists")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=Path("bench/attention.json"))
     parser.add_argument("--allocator", choices=["default", "no-mmap"], default="default",
@@ -234,6 +293,8 @@ def main() -> None:
     if args.quick:
         args.lengths, args.repeats, args.budget_s, args.overhead_rounds = [256, 1024], 3, 0.5, 3
     torch.set_num_threads(args.threads)
+    INTERFERENCE.enabled = INTERFERENCE.enabled and not args.no_wait_quiet
+    INTERFERENCE.pause_file = args.pause_file
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
@@ -273,6 +334,7 @@ def main() -> None:
         },
         "memory_method": "CPU: torch.profiler profile_memory allocation events (peak running sum of live bytes "
         "allocated during the call); CUDA: max_memory_allocated minus bytes live before the call",
+        "interference": {"limit_core_fraction": INTERFERENCE.limit, "discarded_calls": INTERFERENCE.discarded},
         "results": results,
         "module_overhead": overhead,
         "targets": targets(results, overhead, args),
@@ -289,7 +351,8 @@ def main() -> None:
         print(f"[{'PASS' if target['ok'] else 'FAIL'}] {target['target']}: {target['measured']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.json} ({report['wall_s']:.0f} s)")
+    print(f"\nwrote {args.json} ({report['wall_s']:.0f} s; {INTERFERENCE.discarded} timed calls discarded "
+          "because other processes were busy)")
 
 
 def _row(results: list[dict], variant: str, length: int) -> dict | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attn_helpers import padding_mask, rel_err
 from torch import nn
 
 from attnlab.attention import KVCache, MultiHeadAttention, build_positional_encoding
-from attn_helpers import padding_mask, rel_err
 
 DIM, HEADS = 32, 4
 
@@ -65,7 +65,7 @@ def test_cross_attention_with_other_width():
 def test_gqa_equals_repeated_heads():
     gqa = MultiHeadAttention(dim=DIM, num_heads=HEADS, num_kv_heads=2).eval()
     x = torch.randn(2, 10, DIM)
-    q, k, v = gqa.project(x, None)  # (B, 4, T, 8), (B, 2, T, 8)
+    _q, _k, _v = gqa.project(x, None)  # (B, 4, T, 8), (B, 2, T, 8)
     full = MultiHeadAttention(dim=DIM, num_heads=HEADS).eval()
     with torch.no_grad():  # a full-head twin whose k/v heads are the GQA heads repeated
         wq, wk, wv = gqa.qkv_proj.weight.split([DIM, DIM // 2, DIM // 2])

@@ -8,8 +8,8 @@ import torch
 from attnlab.attention import (
     POSITIONAL_ENCODINGS,
     ALiBi,
-    MultiHeadAttention,
     AxialRotaryPositionalEncoding,
+    MultiHeadAttention,
     RelativePositionBias,
     RotaryPositionalEncoding,
     build_positional_encoding,
@@ -58,7 +58,7 @@ def test_axial_rope_scores_depend_only_on_grid_offsets(axes, grid, prefix):
             offset = tuple((coords[j] - coords[i]).tolist())
             value = seen.setdefault(offset, scores[i, j].item())
             assert abs(value - scores[i, j].item()) < 1e-9
-    assert len(set(round(v, 6) for v in seen.values())) > 1
+    assert len({round(v, 6) for v in seen.values()}) > 1
 
 
 def test_axial_rope_infers_square_grid_with_cls_token():

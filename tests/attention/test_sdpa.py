@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
+from attn_helpers import padding_mask, qkv, rel_err
 
 from attnlab.attention import BACKENDS, causal_mask, reference_attention, scaled_dot_product_attention
 from attnlab.attention.sdpa import _LOGGED
-
-from attn_helpers import padding_mask, qkv, rel_err
 
 
 def _served(backend: str, device: str = "cpu") -> bool:
@@ -40,13 +39,13 @@ def _dense_reference(q, k, v, mask=None):
 
 
 CASES = {
-    "plain": dict(q_len=33),
-    "padding": dict(q_len=33, lengths=[33, 20]),
-    "causal": dict(q_len=33, causal=True),
-    "causal_lower_right": dict(q_len=7, k_len=29, causal=True),
-    "causal_padding": dict(q_len=33, causal=True, lengths=[33, 17]),
-    "gqa": dict(q_len=21, kv_heads=2),
-    "mqa_causal": dict(q_len=21, kv_heads=1, causal=True),
+    "plain": {"q_len": 33},
+    "padding": {"q_len": 33, "lengths": [33, 20]},
+    "causal": {"q_len": 33, "causal": True},
+    "causal_lower_right": {"q_len": 7, "k_len": 29, "causal": True},
+    "causal_padding": {"q_len": 33, "causal": True, "lengths": [33, 17]},
+    "gqa": {"q_len": 21, "kv_heads": 2},
+    "mqa_causal": {"q_len": 21, "kv_heads": 1, "causal": True},
 }
 
 

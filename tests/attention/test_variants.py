@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import pytest
 import torch
+from attn_helpers import padding_mask, qkv, rel_err
 
 from attnlab.attention import (
     AdditiveAttention,
@@ -25,7 +25,6 @@ from attnlab.attention import (
     sliding_window_mask,
 )
 from attnlab.attention.linear import linear_attention_weights
-from attn_helpers import padding_mask, qkv, rel_err
 
 VARIANTS = {
     "sdpa": MultiHeadAttention,
@@ -107,16 +106,16 @@ def test_sliding_window_covering_the_sequence_equals_full_attention(window):
 
 
 SLIDING_CASES = {
-    "plain": dict(window=3),
-    "causal": dict(window=5, is_causal=True),
-    "global": dict(window=2, num_global=3),
-    "global_causal": dict(window=4, num_global=2, is_causal=True),
-    "padding_global": dict(window=3, num_global=2, lengths=[37, 21]),
-    "gqa_alibi": dict(window=6, kv_heads=2, pos="alibi", num_global=1),
-    "relative_causal": dict(window=4, pos="relative", is_causal=True, lengths=[30, 37]),
-    "one_block": dict(window=3, block_size=64),
-    "one_block_causal_global": dict(window=3, num_global=2, is_causal=True, block_size=64, lengths=[37, 20]),
-    "full_window_causal_alibi": dict(window=36, is_causal=True, pos="alibi", lengths=[37, 25]),
+    "plain": {"window": 3},
+    "causal": {"window": 5, "is_causal": True},
+    "global": {"window": 2, "num_global": 3},
+    "global_causal": {"window": 4, "num_global": 2, "is_causal": True},
+    "padding_global": {"window": 3, "num_global": 2, "lengths": [37, 21]},
+    "gqa_alibi": {"window": 6, "kv_heads": 2, "pos": "alibi", "num_global": 1},
+    "relative_causal": {"window": 4, "pos": "relative", "is_causal": True, "lengths": [30, 37]},
+    "one_block": {"window": 3, "block_size": 64},
+    "one_block_causal_global": {"window": 3, "num_global": 2, "is_causal": True, "block_size": 64, "lengths": [37, 20]},
+    "full_window_causal_alibi": {"window": 36, "is_causal": True, "pos": "alibi", "lengths": [37, 25]},
 }
 
 

@@ -26,14 +26,19 @@ from attnlab.attention.sdpa import (
     scaled_dot_product_attention,
     softmax_attention,
 )
-from attnlab.attention.sliding_window import SlidingWindowAttention, sliding_window_attention, sliding_window_mask
+from attnlab.attention.sliding_window import (
+    SlidingWindowAttention,
+    sliding_window_attention,
+    sliding_window_mask,
+)
 
 __all__ = [
+    "BACKENDS",
+    "POSITIONAL_ENCODINGS",
     "ALiBi",
     "AdditiveAttention",
     "AdditiveScore",
     "AxialRotaryPositionalEncoding",
-    "BACKENDS",
     "KVCache",
     "LearnedPositionalEncoding",
     "LinearAttention",
@@ -41,7 +46,6 @@ __all__ = [
     "LuongAttention",
     "MultiHeadAttention",
     "MultiplicativeScore",
-    "POSITIONAL_ENCODINGS",
     "PositionalEncoding",
     "RelativePositionBias",
     "RotaryPositionalEncoding",

@@ -72,10 +72,9 @@ def linear_attention(
         stop = min(start + group, padded)
         nc = (stop - start) // chunk
 
-        def chunks(x: Tensor) -> Tensor:  # (B, H, n, d) -> (B, H, nc, c, d)
-            return x[:, :, start:stop].reshape(batch, heads, nc, chunk, x.shape[-1])
-
-        cq, ck, cv = chunks(phi_q), chunks(phi_k), chunks(v_ext)
+        cq, ck, cv = (  # (B, H, n, d) -> (B, H, nc, c, d)
+            x[:, :, start:stop].reshape(batch, heads, nc, chunk, x.shape[-1]) for x in (phi_q, phi_k, v_ext)
+        )
         chunk_summary = ck.transpose(-2, -1) @ cv  # (B, H, nc, Dh, Dv + 1)
         # state before each chunk: carried state + exclusive prefix sum over this group's chunks
         before = chunk_summary.cumsum(dim=2) - chunk_summary + state.unsqueeze(2)

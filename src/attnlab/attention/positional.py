@@ -9,7 +9,8 @@ A `PositionalEncoding` can act at three places; each default is a no-op:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
