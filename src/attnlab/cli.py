@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,12 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _write_config(output_dir / "config.yaml", run_config)
     best: str | None = None
+    fit_time = 0.0
     try:
         if cfg.get("train", True):
+            start = time.perf_counter()
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            fit_time = time.perf_counter() - start
         train_metrics = _scalars(trainer.callback_metrics)
         test_metrics: dict[str, float] = {}
         if cfg.get("test", True):
@@ -122,6 +126,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         "monitor": cfg.task.monitor,
         "best_checkpoint": best,
         "epochs": trainer.current_epoch,
+        "fit_time_s": round(fit_time, 1),  # wall-clock of trainer.fit (training + validation)
         "global_step": trainer.global_step,
         "val": {k: v for k, v in train_metrics.items() if k.startswith("val/")},
         "test": test_metrics,
