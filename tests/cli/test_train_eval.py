@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from attnlab import cli
 from tests.conftest import QUIET, run_script
@@ -107,3 +109,37 @@ def test_overfit_one_batch_drives_loss_down(train_cfg):
     column = header.index("train/image_classification/loss")
     losses = [float(row.split(",")[column]) for row in metrics[1:] if row.split(",")[column]]
     assert len(losses) == 50 and losses[-1] < 0.1 * losses[0], losses
+
+
+class CrashAtStep(Callback):
+    """Raises inside training step `step` (simulates a node failure mid-epoch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_crash_mid_run_leaves_resumable_checkpoints(train_cfg):
+    crash = "+callbacks.crash={_target_: tests.cli.test_train_eval.CrashAtStep, step: 7}"
+    cfg = train_cfg("debug=limit", "trainer.max_epochs=2", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert (run_dir / "FAILED").exists() and not (run_dir / "results.json").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0  # epoch 0 completed
+    assert torch.load(run_dir / "checkpoints" / "on_exception.ckpt", weights_only=False)["global_step"] == 7
+
+    resumed = train_cfg("debug=limit", "trainer.max_epochs=2", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    cli.train(resumed)
+    assert json.loads((Path(resumed.paths.output_dir) / "results.json").read_text())["global_step"] == 10
+
+
+def test_multirun_sweep_writes_one_run_dir_per_job(tmp_path, data_dir):
+    done = run_script("train.py", "-m", "debug=fdr", "seed=1,2", *QUIET, f"paths.log_dir={tmp_path}",
+                      f"paths.data_dir={data_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = sorted(tmp_path.glob("image_classification/multirun/*/*/results.json"))
+    assert [p.parent.name for p in results] == ["0", "1"]
