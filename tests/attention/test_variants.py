@@ -63,9 +63,11 @@ def test_contract_factory_and_forward(name):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_gradcheck_float64(name, causal):
-    if causal and name not in CAUSAL:
-        pytest.skip(f"{name} has no causal mode")
     attn = VARIANTS[name](dim=8, num_heads=2).double()
+    if causal and name not in CAUSAL:  # no causal mode: it must refuse, not silently attend to the future
+        with pytest.raises(ValueError):
+            attn(torch.randn(1, 6, 8, dtype=torch.float64), is_causal=True)
+        return
     x = torch.randn(1, 6, 8, dtype=torch.float64, requires_grad=True)
     real = padding_mask(1, 6, [5])
     assert torch.autograd.gradcheck(lambda t: attn(t, key_padding_mask=real, is_causal=causal), (x,))

@@ -87,7 +87,7 @@ def test_resume_continues_in_the_checkpoints_run_dir(tmp_path, data_dir):
 
 def test_ddp_sim_trains_one_epoch_with_one_run_dir(tmp_path, data_dir):
     done = run_script(
-        "train.py", "trainer=ddp_sim", "debug=limit", "trainer.max_epochs=1", *QUIET,
+        "train.py", "trainer=ddp_sim", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", *QUIET,
         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -97,6 +97,7 @@ def test_ddp_sim_trains_one_epoch_with_one_run_dir(tmp_path, data_dir):
     assert checkpoints == ["best.ckpt", "last.ckpt"]
     results = json.loads((run_dirs[0] / "results.json").read_text())
     assert results["epochs"] == 1 and results["test"]
+    assert results["global_step"] == 10  # a full epoch: 1,257 images / (2 processes x 64) per step
     assert len(list(tmp_path.rglob("checkpoints"))) == 1
 
 
