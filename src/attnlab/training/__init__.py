@@ -2,6 +2,6 @@
 
 from attnlab.training.head import TaskHead
 from attnlab.training.module import AttnLabModule, TaskSpec
-from attnlab.training.optim import constant_schedule, param_groups, warmup_cosine_schedule
+from attnlab.training.optim import param_groups, warmup_cosine_schedule
 
-__all__ = ["AttnLabModule", "TaskHead", "TaskSpec", "constant_schedule", "param_groups", "warmup_cosine_schedule"]
+__all__ = ["AttnLabModule", "TaskHead", "TaskSpec", "param_groups", "warmup_cosine_schedule"]

@@ -83,10 +83,12 @@ class AttnLabModule(L.LightningModule):
 
     def forward(self, batch: dict[str, Any], task: str) -> dict[str, Tensor]:
         adapter = self.adapters[task]
-        tokens, mask = adapter.pixels(batch) if getattr(self.backbone, "takes_pixels", False) else adapter(batch)
-        hidden = self.backbone(tokens, mask)  # (B, N, D)
         if getattr(self.backbone, "takes_pixels", False):
-            mask = None  # the backbone produced its own token grid
+            images, _ = adapter.pixels(batch)
+            hidden, mask = self.backbone(images), None  # (B, N, D): the backbone makes its own token grid
+        else:
+            tokens, mask = adapter(batch)
+            hidden = self.backbone(tokens, mask)  # (B, N, D)
         return self.heads[task](hidden, mask, batch)
 
     def _per_task(self, batch: Any) -> dict[str, dict[str, Any]]:

@@ -48,8 +48,3 @@ def warmup_cosine_schedule(
 
     return LambdaLR(optimizer, factor)
 
-
-def constant_schedule(optimizer: torch.optim.Optimizer, *, total_steps: int) -> LambdaLR:
-    """No schedule (the same rate every step); `total_steps` is accepted for a uniform interface."""
-    return LambdaLR(optimizer, lambda step: 1.0)
-
