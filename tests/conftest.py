@@ -18,10 +18,19 @@ os.environ.setdefault("ATTNLAB_ROOT", str(ROOT))
 import attnlab.config  # noqa: E402,F401  (registers resolvers)
 
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false"]
+# Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
+FOUNDATION_TASK = "task=image_classification"
+
+
+def with_task(args: list[str] | tuple[str, ...]) -> list[str]:
+    """`args` with task=image_classification first unless they choose a task themselves."""
+    return list(args) if any(a.lstrip("+~").startswith("task=") for a in args) else [FOUNDATION_TASK, *args]
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     """Compose conf/<name>.yaml like the CLI does, with the run writing under `output_dir`."""
+    if name == "train":
+        overrides = with_task(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
@@ -62,6 +71,8 @@ def eval_cfg(tmp_path, data_dir):
 def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run train.py / eval.py as a user would; returns the completed process (output captured)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    if script == "train.py":
+        args = tuple(with_task(args))
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -101,6 +102,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     model = _build_model(cfg.model, run_config)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # logger=none: a learning-rate monitor has nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     _write_config(output_dir / "config.yaml", run_config)
     best: str | None = None
@@ -175,6 +178,9 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         raise ValueError(
             f"checkpoint {cfg.ckpt_path} does not fit the model rebuilt from its own config: {str(err).splitlines()[0]}"
         ) from err
+    datamodule_state = checkpoint.get(type(datamodule).__qualname__)
+    if datamodule_state:  # e.g. the vocabularies the model was trained with
+        datamodule.load_state_dict(datamodule_state)
     del checkpoint
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=_instantiate_all(cfg.get("callbacks")))
     trainer.test(model, datamodule=datamodule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from attnlab.attention import MultiHeadAttention, build_positional_encoding
@@ -26,17 +27,38 @@ class FeedForward(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class LayerScale(nn.Module):
+    """Per-channel learned scale of a residual branch (Touvron et al. 2021, CaiT), initialised small so
+    a deep stack starts close to the identity; ``init_value=None`` is a no-op."""
+
+    def __init__(self, dim: int, init_value: float | None) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value))) if init_value is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.gamma is None else x * self.gamma
+
+
 class EncoderBlock(nn.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x))."""
+    """x + attn(norm(x)), then x + mlp(norm(x)); each branch optionally layer-scaled."""
 
     def __init__(
-        self, *, dim: int, num_heads: int, mlp_ratio: float, dropout: float, attention: AttentionFactory
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        attention: AttentionFactory,
+        layer_scale_init: float | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attention(dim=dim, num_heads=num_heads)
+        self.scale1 = LayerScale(dim, layer_scale_init)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio), dropout=dropout)
+        self.scale2 = LayerScale(dim, layer_scale_init)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(
@@ -44,8 +66,8 @@ class EncoderBlock(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         attn_out = self.attn(self.norm1(x), key_padding_mask=mask, positions=positions, need_weights=need_weights)
         attn_out, weights = attn_out if need_weights else (attn_out, None)
-        x = x + self.drop(attn_out)
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.scale1(self.drop(attn_out))
+        x = x + self.scale2(self.mlp(self.norm2(x)))
         return x, weights
 
 
@@ -65,6 +87,9 @@ class TransformerEncoder(nn.Module):
             multi-head attention.
         pos_encoding: name in `attnlab.attention.POSITIONAL_ENCODINGS` (none, sinusoidal, learned, ...).
         max_len: longest sequence the positional encoding supports.
+        layer_scale_init: if set, every residual branch is scaled by a learned per-channel factor
+            starting at this value (e.g. 1e-2), so the stack starts near the identity and keeps token
+            identity intact early in training; None disables it.
     """
 
     takes_pixels = False  # consumes adapter tokens, not raw images
@@ -80,13 +105,17 @@ class TransformerEncoder(nn.Module):
         attention: AttentionFactory | None = None,
         pos_encoding: str = "none",
         max_len: int = 4096,
+        layer_scale_init: float | None = None,
     ) -> None:
         super().__init__()
         attention = attention or partial(MultiHeadAttention)
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
         self.positions = build_positional_encoding(pos_encoding, dim=dim, num_heads=num_heads, max_len=max_len)
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention)
+            EncoderBlock(
+                dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention,
+                layer_scale_init=layer_scale_init,
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)

@@ -89,7 +89,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         self.val_fraction, self.seed = val_fraction, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.splits: dict[str, PreprocessedSplit] = {}
+        self.splits: dict[str, TorchDataset] = {}
 
     # ---- what a task defines -------------------------------------------------------------
     @abstractmethod
@@ -100,9 +100,14 @@ class HFDataModule(L.LightningDataModule, ABC):
     def build(self) -> DatasetDict:
         """Build the offline dataset in the public dataset's schema."""
 
-    @abstractmethod
     def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """One raw row -> tensors for `collate`."""
+        """One raw row -> tensors for `collate` (used by the default `wrap_split`)."""
+        raise NotImplementedError(f"{type(self).__name__} must override preprocess() or wrap_split()")
+
+    def wrap_split(self, split: Dataset, name: str) -> TorchDataset:
+        """One loaded split -> the torch Dataset its loader reads; default: rows through `preprocess`."""
+        train = name == "train"
+        return PreprocessedSplit(split, lambda row: self.preprocess(row, train=train), name=name, origin=self.origin)
 
     @abstractmethod
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,8 +143,12 @@ class HFDataModule(L.LightningDataModule, ABC):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def load(self) -> DatasetDict:
-        """The raw DatasetDict from the configured source, splits normalised, schema checked."""
+    def load(self, stage: str | None = None) -> DatasetDict:
+        """The raw DatasetDict from the configured source, splits normalised, schema checked.
+
+        Testing and predicting (``stage`` test / predict) need only a 'test' split, so `eval.py` reads
+        datasets that hold nothing else.
+        """
         if self.source == "builder":
             if not (self.built_path / "dataset_dict.json").exists():
                 self._build_to_disk()
@@ -152,7 +161,7 @@ class HFDataModule(L.LightningDataModule, ABC):
             dataset = DatasetDict({"train": dataset})
         if self.column_map:
             dataset = dataset.rename_columns(self.column_map)
-        dataset = self._normalise_splits(dataset)
+        dataset = self._normalise_splits(dataset, need_train=stage not in ("test", "predict"))
         self._check_schema(dataset)
         return self.prepare(dataset)
 
@@ -166,9 +175,11 @@ class HFDataModule(L.LightningDataModule, ABC):
                 "data.source=builder (the offline default) or data.source=disk data.path=<saved dataset dir>."
             ) from err
 
-    def _normalise_splits(self, dataset: DatasetDict) -> DatasetDict:
+    def _normalise_splits(self, dataset: DatasetDict, *, need_train: bool = True) -> DatasetDict:
         aliases = {"valid": "validation", "val": "validation", "dev": "validation"}
         dataset = DatasetDict({aliases.get(k, k): v for k, v in dataset.items()})
+        if not need_train and "test" in dataset:
+            return dataset
         if "train" not in dataset:
             raise ValueError(f"dataset {self.origin} has no 'train' split (has {sorted(dataset)})")
         if "validation" not in dataset:
@@ -183,7 +194,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         return dataset
 
     def _check_schema(self, dataset: DatasetDict) -> None:
-        for split_name in SPLITS:
+        for split_name in [name for name in SPLITS if name in dataset]:
             columns = dataset[split_name].column_names
             missing = [c for c in self.required_columns if c not in columns]
             if missing:
@@ -195,15 +206,9 @@ class HFDataModule(L.LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        dataset = self.load()
-        for split_name in SPLITS:
-            train = split_name == "train"
-            self.splits[split_name] = PreprocessedSplit(
-                dataset[split_name],
-                lambda row, train=train: self.preprocess(row, train=train),
-                name=split_name,
-                origin=self.origin,
-            )
+        dataset = self.load(stage)
+        for split_name in [name for name in SPLITS if name in dataset]:
+            self.splits[split_name] = self.wrap_split(dataset[split_name], split_name)
 
     # ---- loaders ---------------------------------------------------------------------------
     def _loader(self, split_name: str, *, shuffle: bool) -> DataLoader:

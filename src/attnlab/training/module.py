@@ -65,7 +65,7 @@ class AttnLabModule(L.LightningModule):
                 if not hasattr(adapter, "pixels"):
                     raise ValueError(
                         f"backbone {type(backbone).__name__} takes images, but task '{name}' uses the "
-                        f"{type(adapter).__name__} adapter; use a token backbone (backbone=tiny|small|base)"
+                        f"{type(adapter).__name__} adapter; use a token backbone (backbone=tiny|compact|small|base)"
                     )
         # one metric collection per stage and task, logged as {stage}/{task}/{metric}
         self.metrics = nn.ModuleDict(

@@ -1,0 +1,1 @@
+"""Visual question answering: Sort-of-CLEVR builder, grouped-by-image data, cross-modal fusion model."""

@@ -1,0 +1,166 @@
+"""VQA head: the fusion's per-question features -> answer logits; VQA accuracy overall and per group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+
+from attnlab.training import TaskHead
+from tasks.vqa.builder import FAMILIES
+from tasks.vqa.data import QUESTION_TYPES
+from tasks.vqa.model import FUSIONS, ConcatFusion, CrossModalFusion, Fusion
+
+
+def vqa_scores(predicted: Tensor, answer_ids: Tensor) -> Tensor:
+    """VQA accuracy per question: min(#human answers equal to the prediction / 3, 1).
+
+    predicted (Q,) answer ids; answer_ids (Q, K) human answers' ids, -2 for answers outside the
+    vocabulary (they count as given, never as matched), -1 for padding. With fewer than 3 human
+    answers the bar is their number, so one reference answer (Sort-of-CLEVR) gives exact match.
+    """
+    matches = (answer_ids == predicted[:, None]).sum(-1).float()  # (Q,)
+    given = (answer_ids != -1).sum(-1).clamp(min=1, max=3).float()
+    return (matches / given).clamp(max=1.0)
+
+
+class GroupMeanScore(Metric):
+    """Mean per-question score over the questions of one group (all, a question type or a family).
+
+    update(scores (Q,), family (Q,), question_type (Q,)); ``family`` / ``question_type`` select the
+    group (None = every question). An empty group computes NaN.
+    """
+
+    full_state_update = False
+
+    def __init__(self, *, family: int | None = None, question_type: int | None = None) -> None:
+        super().__init__()
+        self.family, self.question_type = family, question_type
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, scores: Tensor, family: Tensor, question_type: Tensor) -> None:
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        if self.family is not None:
+            keep &= family == self.family
+        if self.question_type is not None:
+            keep &= question_type == self.question_type
+        self.total += scores[keep].double().sum()
+        self.count += keep.sum()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count).float() if self.count > 0 else torch.tensor(float("nan"))
+
+
+class VQAHead(TaskHead):
+    """Owns the fusion (for ``cross`` / ``concat``; ``joint`` fuses in the backbone) and the answer MLP.
+
+    Args:
+        dim: backbone width D.
+        fusion: the model's fusion (``model.fusion``).
+        num_answers: answer-vocabulary capacity (classifier width).
+        families: question families to report accuracy for (Sort-of-CLEVR's by default; [] for VQAv2).
+        fusion_depth / text_depth / num_heads / mlp_ratio / bidirectional / layer_scale_init: `CrossModalFusion`
+            options.
+        hidden_dim: classifier MLP width (default 2D).
+        dropout: before the last layer.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        fusion: Fusion = "cross",
+        num_answers: int = 16,
+        families: tuple[str, ...] = FAMILIES,
+        fusion_depth: int = 2,
+        text_depth: int = 0,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        bidirectional: bool = True,
+        layer_scale_init: float | None = None,
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"model.fusion='{fusion}' is unknown; choose one of {FUSIONS}")
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown question families {unknown}; known: {FAMILIES}")
+        self.fusion_kind, self.num_answers, self.families = fusion, num_answers, tuple(families)
+        self.label_smoothing = label_smoothing
+        if fusion == "cross":
+            self.fusion: nn.Module = CrossModalFusion(
+                dim=dim, depth=fusion_depth, text_depth=text_depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                bidirectional=bidirectional, layer_scale_init=layer_scale_init,
+            )
+            features = dim
+        elif fusion == "concat":
+            self.fusion = ConcatFusion(dim=dim)
+            features = self.fusion.out_dim
+        else:
+            self.fusion = nn.Identity()  # the backbone fuses [question; image]
+            features = dim
+        hidden_dim = hidden_dim or 2 * dim
+        self.classifier = nn.Sequential(
+            nn.LayerNorm(features),
+            nn.Linear(features, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(hidden_dim, num_answers),
+        )
+
+    def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """hidden (B, Q, F) fused features per question, mask (B, Q) real questions -> logits (B, Q, A)."""
+        return {"logits": self.classifier(hidden)}
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        logits, target = outputs["logits"], batch["answer"]  # (B, Q, A), (B, Q) with -100 = ignore
+        target = target.masked_fill(~batch["question_mask"], -100)
+        if not (target != -100).any():
+            return logits.sum() * 0.0  # no answer in the vocabulary: nothing to learn from
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), label_smoothing=self.label_smoothing)
+
+    def _selected(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(predicted ids (Q,), confidence (Q,)) over the real questions, row-major."""
+        probs = outputs["logits"].float().softmax(-1)[batch["question_mask"]]  # (Q, A)
+        confidence, predicted = probs.max(-1)
+        return predicted, confidence
+
+    def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
+        mask = batch["question_mask"]
+        predicted, _ = self._selected(outputs, batch)
+        scores = vqa_scores(predicted, batch["answer_ids"][mask])
+        metrics.update(scores, batch["question_family"][mask], batch["question_type"][mask])
+
+    def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        mask = batch["question_mask"]
+        return self._selected(outputs, batch)[0], batch["answer"][mask]
+
+    def build_metrics(self) -> MetricCollection:
+        metrics: dict[str, Metric] = {"acc": GroupMeanScore()}
+        if self.families:
+            metrics["acc_relational"] = GroupMeanScore(question_type=QUESTION_TYPES.index("relational"))
+            metrics["acc_nonrelational"] = GroupMeanScore(question_type=QUESTION_TYPES.index("non-relational"))
+            for family in self.families:
+                metrics[f"acc/{family}"] = GroupMeanScore(family=FAMILIES.index(family))
+        return MetricCollection(metrics, compute_groups=False)
+
+    def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """One record per question; ``prediction`` is the answer id (the datamodule's vocabulary names it)."""
+        mask = batch["question_mask"]
+        predicted, confidence = self._selected(outputs, batch)
+        scores = vqa_scores(predicted, batch["answer_ids"][mask])
+        questions = [q for per_image in batch["questions"] for q in per_image]
+        names = batch["answer_names"]
+        return [
+            {"row": int(r), "question": q, "prediction": names[p] if p < len(names) else None,
+             "confidence": round(float(c), 6), "score": float(s)}
+            for r, q, p, c, s in zip(batch["row"][mask].tolist(), questions, predicted.tolist(), confidence, scores)
+        ]

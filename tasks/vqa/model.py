@@ -1,0 +1,342 @@
+"""VQA model parts: the image + question adapter, the three fusions, and the module that routes them.
+
+Data flow for a batch of B images with Q questions of L tokens each (see `VQAModule.forward`):
+
+- ``cross``:  image tokens (B, N, D) -> backbone once per image; question tokens -> question encoder
+  once per distinct question; then per (image, question) pair stacked bidirectional
+  `CrossModalBlock`s -> the question's state (B, Q, D).
+- ``joint``:  [question tokens; image tokens] per question (B*Q, L+N, D) with modality embeddings ->
+  backbone -> CLS token per question.
+- ``concat``: no attention anywhere: pooled image tokens ++ GRU question encoding -> MLP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention import MultiHeadAttention
+from attnlab.backbones.transformer import EncoderBlock, FeedForward
+from attnlab.training import AttnLabModule
+
+Fusion = Literal["cross", "joint", "concat"]
+FUSIONS = ("cross", "joint", "concat")
+
+
+def sincos_2d(grid: int, dim: int) -> Tensor:
+    """(grid*grid, dim) fixed 2-D sine-cosine position features: half the channels per axis."""
+    if dim % 4 != 0:
+        raise ValueError(f"2-D sine-cosine positions need dim divisible by 4, got {dim}")
+    coords = torch.arange(grid, dtype=torch.float64) / grid  # (G,) in [0, 1)
+    freqs = torch.pi * 2.0 ** torch.arange(dim // 4, dtype=torch.float64) / 2.0  # low frequencies first
+    angles = coords[:, None] * freqs[None]  # (G, dim/4)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (G, dim/2)
+    rows = axis[:, None, :].expand(grid, grid, -1)
+    cols = axis[None, :, :].expand(grid, grid, -1)
+    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim).float()
+
+
+class ConvSceneTokenizer(nn.Module):
+    """Image (B, 3, S, S) in [0, 1] -> (B, G*G, D) tokens from a strided conv stem with coordinates.
+
+    Two coordinate channels (CoordConv, Liu et al. 2018) join the RGB input so every token knows
+    where it is to sub-token precision; each stride-2 3x3 conv + BatchNorm + GELU halves the grid
+    (75 -> 38 -> 19 -> 10 with three stages), keeping a 10-pixel object's shape inside a token's
+    receptive field. Fixed 2-D sine-cosine positions are added to the tokens.
+
+    Args:
+        dim: token width D.
+        image_size: input side S.
+        channels: conv widths, one stride-2 stage each.
+    """
+
+    def __init__(self, *, dim: int, image_size: int = 75, channels: tuple[int, ...] = (32, 64, 128)) -> None:
+        super().__init__()
+        self.image_size = image_size
+        layers: list[nn.Module] = []
+        width, side = 5, image_size  # RGB + (x, y)
+        for out in channels:
+            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
+            width, side = out, (side + 1) // 2
+        layers.append(nn.Conv2d(width, dim, 1))
+        self.stem = nn.Sequential(*layers)
+        self.grid = side
+        ramp = torch.linspace(-1.0, 1.0, image_size)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"))[None], persistent=False)
+        self.register_buffer("positions", sincos_2d(side, dim)[None], persistent=False)  # (1, N, D)
+        self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images are {tuple(images.shape[-2:])}, the tokenizer expects {self.image_size}x{self.image_size}; "
+                "set data.image_size to match"
+            )
+        coords = self.coords.expand(images.shape[0], -1, -1, -1).to(images.dtype)
+        features = self.stem(torch.cat([(images - self.mean) * 2.0, coords], dim=1))  # (B, D, G, G)
+        return features.flatten(2).transpose(1, 2) + self.positions  # (B, N, D)
+
+
+class VQAInputs(nn.Module):
+    """The task adapter: image tokens and question-token embeddings (word + position + modality).
+
+    Args:
+        dim: the backbone width D.
+        vocab_size: question-word embedding rows (capacity; the data vocabulary must fit).
+        max_question_len: longest question in tokens, CLS included.
+        image_size / channels: see `ConvSceneTokenizer`.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        vocab_size: int = 128,
+        max_question_len: int = 32,
+        image_size: int = 75,
+        channels: tuple[int, ...] = (32, 64, 128),
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.max_question_len = vocab_size, max_question_len
+        self.image = ConvSceneTokenizer(dim=dim, image_size=image_size, channels=tuple(channels))
+        # unit-scale word embeddings (nn.Embedding's default): a word's identity must not drown under
+        # the first residual updates of the fusion blocks, or the colour word is lost before it can
+        # query the image
+        self.words = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.word_positions = nn.Parameter(torch.randn(max_question_len, dim) * 0.02)
+        self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: question, 1: image
+
+    def image_tokens(self, batch: dict[str, Any]) -> Tensor:
+        return self.image(batch["image"])  # (B, N, D)
+
+    def question_tokens(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(B, Q, L, D) question embeddings and their (B, Q, L) token mask (True = real token)."""
+        tokens = batch["question_tokens"]  # (B, Q, L)
+        length = tokens.shape[-1]
+        if length > self.max_question_len:
+            raise ValueError(
+                f"a question has {length} tokens, more than model.max_question_len={self.max_question_len}; raise it"
+            )
+        if int(tokens.max()) >= self.vocab_size:
+            raise ValueError(f"word id {int(tokens.max())} >= model.vocab_size={self.vocab_size}; raise model.vocab_size")
+        return self.words(tokens) + self.word_positions[:length], tokens != 0
+
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, None]:
+        return self.image_tokens(batch), None
+
+
+def per_distinct_question(
+    encode: Callable[[Tensor, Tensor], Tensor], text: Tensor, text_mask: Tensor, token_ids: Tensor
+) -> Tensor:
+    """Run ``encode(x (U, L, D), mask (U, L)) -> (U, *S)`` once per distinct question; returns (B, Q, *S).
+
+    Datasets ask the same question about many images (Sort-of-CLEVR has 36 distinct questions), so
+    question-only computation is shared by every image that asks it.
+    """
+    batch, questions, length, dim = text.shape
+    distinct, inverse = torch.unique(token_ids.reshape(-1, length), dim=0, return_inverse=True)  # (U, L), (B*Q,)
+    first = torch.zeros(len(distinct), dtype=torch.long, device=text.device)
+    first.scatter_(0, inverse, torch.arange(len(inverse), device=text.device))  # one (B*Q) row per distinct question
+    encoded = encode(text.reshape(-1, length, dim)[first], text_mask.reshape(-1, length)[first])  # (U, *S)
+    return encoded[inverse].reshape(batch, questions, *encoded.shape[1:])
+
+
+class QuestionEncoder(nn.Module):
+    """Self-attention over each distinct question's tokens: (B, Q, L, D) -> (B, Q, L, D)."""
+
+    def __init__(
+        self, *, dim: int, depth: int, num_heads: int, mlp_ratio: float, layer_scale_init: float | None = None
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            EncoderBlock(
+                dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=0.0, attention=MultiHeadAttention,
+                layer_scale_init=layer_scale_init,
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def encode(self, x: Tensor, mask: Tensor) -> Tensor:
+        for block in self.blocks:
+            x, _ = block(x, mask=mask, positions=None)
+        return self.norm(x)
+
+    def forward(self, text: Tensor, text_mask: Tensor, token_ids: Tensor) -> Tensor:
+        return per_distinct_question(self.encode, text, text_mask, token_ids)
+
+
+class CrossModalBlock(nn.Module):
+    """One bidirectional fusion block (pre-norm, residual, each direction with its feed-forward):
+
+    text <- image: every question token attends to its question's other tokens, then to the image
+        tokens, then a feed-forward; a colour word can query the image for its object directly;
+    image <- text (``update_image``): every image token attends to the question's tokens, then a
+        feed-forward; from then on the image stream is per question, (B*Q, N, D).
+
+    While the image stream is shared by all Q questions of an image, (B, N, D), the tokens of all
+    its questions form one (B, Q*L) query sequence over one set of image keys/values: nothing is
+    copied or projected per question.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, update_image: bool) -> None:
+        super().__init__()
+        self.text_self_norm = nn.LayerNorm(dim)
+        self.text_self = MultiHeadAttention(dim=dim, num_heads=num_heads)
+        self.text_cross_norm, self.image_context_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.text_cross = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
+        self.text_mlp_norm = nn.LayerNorm(dim)
+        self.text_mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
+        self.update_image = update_image
+        if update_image:
+            self.image_cross_norm, self.text_context_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.image_cross = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
+            self.image_mlp_norm = nn.LayerNorm(dim)
+            self.image_mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
+
+    def forward(self, text: Tensor, text_mask: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+        """text (B, Q, L, D), text_mask (B, Q, L), image (B, N, D) shared or (B*Q, N, D) per question."""
+        batch, questions, length, dim = text.shape
+        flat = text.reshape(batch * questions, length, dim)
+        flat_mask = text_mask.reshape(batch * questions, length)
+        flat = flat + self.text_self(self.text_self_norm(flat), key_padding_mask=flat_mask)
+        context = self.image_context_norm(image)
+        if image.shape[0] == batch:  # shared image: all of its questions' tokens in one query sequence
+            queries = self.text_cross_norm(flat).reshape(batch, questions * length, dim)
+            flat = flat + self.text_cross(queries, context=context).reshape(batch * questions, length, dim)
+        else:
+            flat = flat + self.text_cross(self.text_cross_norm(flat), context=context)
+        flat = flat + self.text_mlp(self.text_mlp_norm(flat))
+        if self.update_image:
+            if image.shape[0] == batch:
+                image = image.repeat_interleave(questions, dim=0)  # (B*Q, N, D)
+            image = image + self.image_cross(
+                self.image_cross_norm(image), context=self.text_context_norm(flat), key_padding_mask=flat_mask
+            )
+            image = image + self.image_mlp(self.image_mlp_norm(image))
+        return flat.reshape(batch, questions, length, dim), image
+
+
+class CrossModalFusion(nn.Module):
+    """Encoded questions x encoded images through stacked `CrossModalBlock`s -> one vector per question.
+
+    The question encoder runs once per distinct question and the backbone once per image; only the
+    fusion blocks run per (image, question) pair. The output is the mean of the question's fused
+    tokens.
+
+    Args:
+        dim: width D.
+        depth: number of fusion blocks.
+        text_depth: self-attention blocks of the question encoder (0: word embeddings go straight in).
+        num_heads: heads per attention.
+        mlp_ratio: feed-forward width multiple.
+        bidirectional: update the image stream from the text in every block but the last (whose
+            image update nothing would read). False: the image stays shared by all its questions.
+        layer_scale_init: LayerScale start value of the question encoder's residual branches (None:
+            off); small values keep each word's own embedding dominant early on.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int = 2,
+        text_depth: int = 0,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        bidirectional: bool = True,
+        layer_scale_init: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.question_encoder = (
+            QuestionEncoder(
+                dim=dim, depth=text_depth, num_heads=num_heads, mlp_ratio=mlp_ratio, layer_scale_init=layer_scale_init
+            )
+            if text_depth > 0
+            else None
+        )
+        self.blocks = nn.ModuleList(
+            CrossModalBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, update_image=bidirectional and i < depth - 1)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, text: Tensor, text_mask: Tensor, token_ids: Tensor, image: Tensor) -> Tensor:
+        """text (B, Q, L, D) embeddings, text_mask / token_ids (B, Q, L), image (B, N, D) -> (B, Q, D)."""
+        if self.question_encoder is not None:
+            text = self.question_encoder(text, text_mask, token_ids)
+        for block in self.blocks:
+            text, image = block(text, text_mask, image)
+        weights = text_mask.unsqueeze(-1).to(text.dtype)  # (B, Q, L, 1)
+        pooled = (text * weights).sum(2) / weights.sum(2).clamp(min=1)  # (B, Q, D)
+        return self.norm(pooled)
+
+
+class ConcatFusion(nn.Module):
+    """The no-attention baseline (the paper's CNN+MLP): mean- and max-pooled image tokens ++ the GRU
+    encoding of the question -> (B, Q, 2D+D) features for the classifier MLP."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        self.out_dim = 3 * dim
+
+    def encode(self, x: Tensor, mask: Tensor) -> Tensor:
+        lengths = mask.sum(-1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, last = self.gru(packed)  # (1, U, D)
+        return last[0]
+
+    def forward(self, text: Tensor, text_mask: Tensor, token_ids: Tensor, image: Tensor) -> Tensor:
+        """text (B, Q, L, D), text_mask / token_ids (B, Q, L), image (B, N, D) -> (B, Q, 3D)."""
+        question = per_distinct_question(self.encode, text, text_mask, token_ids)  # (B, Q, D)
+        pooled = torch.cat([image.mean(1), image.amax(1)], dim=-1)  # (B, 2D)
+        return torch.cat([pooled[:, None].expand(-1, question.shape[1], -1), question], dim=-1)
+
+
+def joint_sequence(text: Tensor, text_mask: Tensor, image: Tensor, modality: Tensor) -> tuple[Tensor, Tensor]:
+    """[question tokens; image tokens] per question: (B*Q, L+N, D) and its (B*Q, L+N) mask."""
+    batch, questions, length, dim = text.shape
+    image = (image + modality[1]).repeat_interleave(questions, dim=0)  # (B*Q, N, D)
+    text = (text + modality[0]).reshape(batch * questions, length, dim)
+    mask = torch.cat([text_mask.reshape(batch * questions, length), text_mask.new_ones(image.shape[:2])], dim=1)
+    return torch.cat([text, image], dim=1), mask
+
+
+class VQAModule(AttnLabModule):
+    """AttnLabModule whose ``vqa`` task routes image and question through the chosen fusion.
+
+    Args:
+        fusion: ``cross`` (bidirectional cross-modal blocks over the backbone-encoded image),
+            ``joint`` (the backbone over [question; image] tokens) or ``concat`` (no attention).
+        **kwargs: see `AttnLabModule`; the task's adapter must be `VQAInputs` and its head `VQAHead`
+            built with the same fusion.
+    """
+
+    def __init__(self, *, fusion: Fusion = "cross", **kwargs: Any) -> None:
+        if fusion not in FUSIONS:
+            raise ValueError(f"model.fusion='{fusion}' is unknown; choose one of {FUSIONS}")
+        super().__init__(**kwargs)
+        self.fusion = fusion
+        for name, head in self.heads.items():
+            if getattr(head, "fusion_kind", None) != fusion:
+                raise ValueError(
+                    f"task '{name}' head was built for fusion={getattr(head, 'fusion_kind', None)}, the model for "
+                    f"{fusion}; set both from model.fusion"
+                )
+
+    def forward(self, batch: dict[str, Any], task: str) -> dict[str, Tensor]:
+        inputs: VQAInputs = self.adapters[task]
+        text, text_mask = inputs.question_tokens(batch)  # (B, Q, L, D), (B, Q, L)
+        image = inputs.image_tokens(batch)  # (B, N, D)
+        if self.fusion == "joint":
+            tokens, mask = joint_sequence(text, text_mask, image, inputs.modality)
+            hidden = self.backbone(tokens, mask)  # (B*Q, L+N, D)
+            fused = hidden[:, 0].reshape(*text.shape[:2], -1)  # CLS of each question: (B, Q, D)
+        else:
+            if self.fusion == "cross":
+                image = self.backbone(image)  # each image encoded once: (B, N, D)
+            fused = self.heads[task].fusion(text, text_mask, batch["question_tokens"], image)  # (B, Q, F)
+        return self.heads[task](fused, batch["question_mask"], batch)
