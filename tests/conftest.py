@@ -23,8 +23,9 @@ FOUNDATION_TASK = "task=image_classification"
 
 
 def with_task(args: list[str] | tuple[str, ...]) -> list[str]:
-    """`args` with task=image_classification first unless they choose a task themselves."""
-    return list(args) if any(a.lstrip("+~").startswith("task=") for a in args) else [FOUNDATION_TASK, *args]
+    """`args` plus task=image_classification unless they choose a task themselves (appended: flags such
+    as `-m` must stay in front of the overrides)."""
+    return list(args) if any(a.lstrip("+~").startswith("task=") for a in args) else [*args, FOUNDATION_TASK]
 
 
 def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:

@@ -77,7 +77,7 @@ class VQAHead(TaskHead):
         fusion: Fusion = "cross",
         num_answers: int = 16,
         families: tuple[str, ...] = FAMILIES,
-        fusion_depth: int = 2,
+        fusion_depth: int = 1,
         text_depth: int = 0,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,

@@ -3,8 +3,8 @@
 Data flow for a batch of B images with Q questions of L tokens each (see `VQAModule.forward`):
 
 - ``cross``:  image tokens (B, N, D) -> backbone once per image; question tokens -> question encoder
-  once per distinct question; then per (image, question) pair stacked bidirectional
-  `CrossModalBlock`s -> the question's state (B, Q, D).
+  (optional) once per distinct question; then per (image, question) pair stacked bidirectional
+  `CrossModalBlock`s -> the question's state + max-pooled token evidence (B, Q, D).
 - ``joint``:  [question tokens; image tokens] per question (B*Q, L+N, D) with modality embeddings ->
   backbone -> CLS token per question.
 - ``concat``: no attention anywhere: pooled image tokens ++ GRU question encoding -> MLP.
@@ -169,62 +169,61 @@ class QuestionEncoder(nn.Module):
 
 
 class CrossModalBlock(nn.Module):
-    """One bidirectional fusion block (pre-norm, residual, each direction with its feed-forward):
+    """One bidirectional fusion block (pre-norm, residual, each direction with its feed-forward).
 
-    text <- image: every question token attends to its question's other tokens, then to the image
-        tokens, then a feed-forward; a colour word can query the image for its object directly;
-    image <- text (``update_image``): every image token attends to the question's tokens, then a
-        feed-forward; from then on the image stream is per question, (B*Q, N, D).
+    image <- text (``update_image``): every image token attends to the question's words, then a
+        feed-forward whose input is FiLM-modulated by the question (Perez et al. 2018):
+        ``relu(norm(x) * (1 + gamma(q)) + beta(q))``. The multiplicative conditioning lets a token
+        tell at once whether it is what the question is about; the feed-forward's output is the
+        token's *evidence*. The image stream is per question from here.
+    text <- image: the question's state attends to the image tokens, then a feed-forward.
 
-    While the image stream is shared by all Q questions of an image, (B, N, D), the tokens of all
-    its questions form one (B, Q*L) query sequence over one set of image keys/values: nothing is
-    copied or projected per question.
+    The image is updated first, so the question reads tokens that already know what is asked.
     """
 
     def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, update_image: bool) -> None:
         super().__init__()
-        self.text_self_norm = nn.LayerNorm(dim)
-        self.text_self = MultiHeadAttention(dim=dim, num_heads=num_heads)
-        self.text_cross_norm, self.image_context_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.text_cross = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
-        self.text_mlp_norm = nn.LayerNorm(dim)
-        self.text_mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
         self.update_image = update_image
         if update_image:
-            self.image_cross_norm, self.text_context_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-            self.image_cross = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
-            self.image_mlp_norm = nn.LayerNorm(dim)
+            self.image_norm, self.words_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.image_attn = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
+            self.film = nn.Linear(dim, 2 * dim)
+            self.film_norm = nn.LayerNorm(dim)
             self.image_mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
+        self.text_norm, self.context_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.text_attn = MultiHeadAttention(dim=dim, num_heads=num_heads, cross=True)
+        self.text_mlp_norm = nn.LayerNorm(dim)
+        self.text_mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
 
-    def forward(self, text: Tensor, text_mask: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
-        """text (B, Q, L, D), text_mask (B, Q, L), image (B, N, D) shared or (B*Q, N, D) per question."""
-        batch, questions, length, dim = text.shape
-        flat = text.reshape(batch * questions, length, dim)
-        flat_mask = text_mask.reshape(batch * questions, length)
-        flat = flat + self.text_self(self.text_self_norm(flat), key_padding_mask=flat_mask)
-        context = self.image_context_norm(image)
-        if image.shape[0] == batch:  # shared image: all of its questions' tokens in one query sequence
-            queries = self.text_cross_norm(flat).reshape(batch, questions * length, dim)
-            flat = flat + self.text_cross(queries, context=context).reshape(batch * questions, length, dim)
-        else:
-            flat = flat + self.text_cross(self.text_cross_norm(flat), context=context)
-        flat = flat + self.text_mlp(self.text_mlp_norm(flat))
+    def forward(
+        self, state: Tensor, summary: Tensor, words: Tensor, words_mask: Tensor, image: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """state / summary (B*Q, 1, D), words (B*Q, L, D) + mask (B*Q, L), image (B*Q, N, D).
+
+        Returns the new state, the new image stream and the image tokens' evidence (None without
+        an image update).
+        """
+        evidence = None
         if self.update_image:
-            if image.shape[0] == batch:
-                image = image.repeat_interleave(questions, dim=0)  # (B*Q, N, D)
-            image = image + self.image_cross(
-                self.image_cross_norm(image), context=self.text_context_norm(flat), key_padding_mask=flat_mask
+            image = image + self.image_attn(
+                self.image_norm(image), context=self.words_norm(words), key_padding_mask=words_mask
             )
-            image = image + self.image_mlp(self.image_mlp_norm(image))
-        return flat.reshape(batch, questions, length, dim), image
+            gamma, beta = self.film(summary).chunk(2, dim=-1)  # (B*Q, 1, D) each
+            evidence = self.image_mlp(torch.relu(self.film_norm(image) * (1 + gamma) + beta))  # (B*Q, N, D)
+            image = image + evidence
+        state = state + self.text_attn(self.text_norm(state), context=self.context_norm(image))
+        state = state + self.text_mlp(self.text_mlp_norm(state))
+        return state, image, evidence
 
 
 class CrossModalFusion(nn.Module):
     """Encoded questions x encoded images through stacked `CrossModalBlock`s -> one vector per question.
 
     The question encoder runs once per distinct question and the backbone once per image; only the
-    fusion blocks run per (image, question) pair. The output is the mean of the question's fused
-    tokens.
+    fusion blocks run per (image, question) pair, over the image's N tokens and one question state.
+    The output adds the last block's evidence, max-pooled over the image tokens, to the question's
+    state: a per-channel max passes the one token that matches the question at full strength, where
+    an average (or a softmax that has not learned where to look yet) dilutes it among N tokens.
 
     Args:
         dim: width D.
@@ -232,8 +231,8 @@ class CrossModalFusion(nn.Module):
         text_depth: self-attention blocks of the question encoder (0: word embeddings go straight in).
         num_heads: heads per attention.
         mlp_ratio: feed-forward width multiple.
-        bidirectional: update the image stream from the text in every block but the last (whose
-            image update nothing would read). False: the image stays shared by all its questions.
+        bidirectional: update the image stream from the question in every block (False: the
+            question only reads the image).
         layer_scale_init: LayerScale start value of the question encoder's residual branches (None:
             off); small values keep each word's own embedding dominant early on.
     """
@@ -242,7 +241,7 @@ class CrossModalFusion(nn.Module):
         self,
         *,
         dim: int,
-        depth: int = 2,
+        depth: int = 1,
         text_depth: int = 0,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
@@ -258,20 +257,31 @@ class CrossModalFusion(nn.Module):
             else None
         )
         self.blocks = nn.ModuleList(
-            CrossModalBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, update_image=bidirectional and i < depth - 1)
-            for i in range(depth)
+            CrossModalBlock(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, update_image=bidirectional)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, text: Tensor, text_mask: Tensor, token_ids: Tensor, image: Tensor) -> Tensor:
         """text (B, Q, L, D) embeddings, text_mask / token_ids (B, Q, L), image (B, N, D) -> (B, Q, D)."""
+        batch, questions, length, dim = text.shape
+        weights = text_mask.unsqueeze(-1).to(text.dtype)  # (B, Q, L, 1)
+        # bag of words: every word at full strength (an average would shrink the one word that
+        # names the object by the question's length)
+        summary = (text * weights).sum(2).reshape(batch * questions, 1, dim)
         if self.question_encoder is not None:
             text = self.question_encoder(text, text_mask, token_ids)
+        words = text.reshape(batch * questions, length, dim)
+        words_mask = text_mask.reshape(batch * questions, length)
+        state = (words * weights.reshape(batch * questions, length, 1)).sum(1, keepdim=True)
+        state = state / words_mask.sum(1).clamp(min=1).reshape(-1, 1, 1)  # mean of the words: (B*Q, 1, D)
+        image = image.repeat_interleave(questions, dim=0)  # (B*Q, N, D)
+        evidence = None
         for block in self.blocks:
-            text, image = block(text, text_mask, image)
-        weights = text_mask.unsqueeze(-1).to(text.dtype)  # (B, Q, L, 1)
-        pooled = (text * weights).sum(2) / weights.sum(2).clamp(min=1)  # (B, Q, D)
-        return self.norm(pooled)
+            state, image, block_evidence = block(state, summary, words, words_mask, image)
+            evidence = block_evidence if block_evidence is not None else evidence
+        fused = state[:, 0] if evidence is None else state[:, 0] + evidence.amax(dim=1)
+        return self.norm(fused).reshape(batch, questions, dim)
 
 
 class ConcatFusion(nn.Module):

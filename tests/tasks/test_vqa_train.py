@@ -17,9 +17,12 @@ SMALL = ["task=vqa", "data.train_images=12", "data.validation_images=3", "data.t
 FAMILY_KEYS = ["acc", "acc_relational", "acc_nonrelational", "acc/shape", "acc/closest_shape", "acc/count"]
 
 
-@pytest.mark.parametrize("fusion", ["cross", "joint", "concat"])
+@pytest.mark.parametrize(
+    "fusion", ["cross", "cross model.tasks.vqa.head.fusion_depth=2 model.tasks.vqa.head.text_depth=1", "joint", "concat"]
+)
 def test_fast_dev_run_each_fusion(train_cfg, fusion):
-    cfg = train_cfg(*SMALL, "debug=fdr", f"model.fusion={fusion}")
+    name, *options = fusion.split()
+    cfg = train_cfg(*SMALL, "debug=fdr", f"model.fusion={name}", *options)
     cli.train(cfg)
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     for key in FAMILY_KEYS:
@@ -39,6 +42,22 @@ def test_each_image_is_encoded_once_per_batch(train_cfg):
     outputs = model(batch, "vqa")
     assert calls == [torch.Size([4, 25, cfg.backbone.dim])]  # 4 images, not 4 x 20 questions
     assert outputs["logits"].shape[:2] == batch["question_mask"].shape == (4, 20)
+
+
+def test_answers_to_an_images_questions_depend_on_that_image_only(train_cfg):
+    from hydra.utils import instantiate
+
+    cfg = train_cfg(*SMALL, "model.tasks.vqa.head.fusion_depth=2")
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    model = cli._build_model(cfg.model, {}).eval()
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        before = model(batch, "vqa")["logits"]
+        batch["image"][1:] = torch.rand_like(batch["image"][1:])  # change every image but the first
+        after = model(batch, "vqa")["logits"]
+    assert torch.allclose(before[0], after[0], atol=1e-5)
+    assert not torch.allclose(before[1:], after[1:], atol=1e-3)
 
 
 def test_eval_scores_a_disk_dataset_with_the_checkpoint_vocabulary(train_cfg, tmp_path, data_dir):
