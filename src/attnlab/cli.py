@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,19 @@ def _close_loggers(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit, test the best checkpoint, write results.json; returns the monitored metric (for sweeps)."""
+def _marking_failure(run: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
+    """run(cfg, output_dir); a failure leaves FAILED in the output directory and is re-raised."""
     output_dir = Path(cfg.paths.output_dir)
     try:
-        return _train(cfg, output_dir)
+        return run(cfg, output_dir)
     except BaseException as err:
         _mark_failed(output_dir, err)
         raise
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, test the best checkpoint, write results.json; returns the monitored metric (for sweeps)."""
+    return _marking_failure(_train, cfg)
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> float | None:
@@ -140,12 +146,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model from the checkpoint's stored config, test it, write results and predictions."""
-    output_dir = Path(cfg.paths.output_dir)
-    try:
-        return _evaluate(cfg, output_dir)
-    except BaseException as err:
-        _mark_failed(output_dir, err)
-        raise
+    return _marking_failure(_evaluate, cfg)
 
 
 def _data_overrides(cfg: DictConfig) -> list[str]:

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,20 +59,19 @@ def human_answers(row: dict[str, Any]) -> list[str]:
 
 
 class ImageGroups(TorchDataset):
-    """One item per distinct image: the decoded image and every question asked about it.
+    """One item per distinct image: the decoded image and the records of every question asked about it.
 
-    Rows are grouped by ``image_id`` when the dataset has one, else by the bytes of the stored image.
+    ``describe`` turns a row without its image into the question's record (`VQADataModule.preprocess`);
+    rows are grouped by ``image_id`` when the dataset has one, else by the bytes of the stored image.
     """
 
-    def __init__(self, split: Dataset, *, name: str, origin: str) -> None:
+    def __init__(
+        self, split: Dataset, describe: Callable[[dict[str, Any]], dict[str, Any]], *, name: str, origin: str
+    ) -> None:
         self.name, self.origin = name, origin
-        text_columns = [c for c in split.column_names if c != "image"]
-        text = split.select_columns(text_columns).to_dict()
+        text = split.select_columns([c for c in split.column_names if c != "image"]).to_dict()
         rows = [dict(zip(text, values)) for values in zip(*text.values())]
-        self.questions = [str(r["question"]) for r in rows]
-        self.answers = [human_answers(r) for r in rows]
-        self.types = [r.get("question_type") for r in rows]
-        self.families = [r.get("question_family") for r in rows]
+        self.records = [describe(row) for row in rows]
         self.images = split.select_columns(["image"])
         self.groups = self._group(split, rows)
 
@@ -101,14 +101,7 @@ class ImageGroups(TorchDataset):
                 f"cannot read the image of sample {rows[0]} of split '{self.name}' in {self.origin}: "
                 f"{type(err).__name__}: {err}. Fix or drop that row and re-save the dataset."
             ) from err
-        return {
-            "image": pixels,  # (3, H, W) uint8
-            "rows": rows,
-            "questions": [self.questions[r] for r in rows],
-            "answers": [self.answers[r] for r in rows],
-            "types": [self.types[r] for r in rows],
-            "families": [self.families[r] for r in rows],
-        }
+        return {"image": pixels, "rows": rows, "records": [self.records[r] for r in rows]}  # image: (3, H, W) uint8
 
 
 class VQADataModule(HFDataModule):
@@ -168,23 +161,19 @@ class VQADataModule(HFDataModule):
         self.answer_index = {a: i for i, a in enumerate(self.answer_names)}
 
     def _build_vocabularies(self, train: ImageGroups) -> None:
-        word_counts = Counter(w for q in train.questions for w in tokenize(q))
-        answer_counts = Counter(a for answers in train.answers for a in answers)
+        word_counts = Counter(w for record in train.records for w in tokenize(record["question"]))
+        answer_counts = Counter(a for record in train.records for a in record["answers"])
         words = [w for w, _ in sorted(word_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         answers = [a for a, _ in sorted(answer_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         self.words = list(SPECIAL_WORDS) + words[: self.max_words - len(SPECIAL_WORDS)]
         self.answer_names = answers[: self.max_answers]
         if len(answers) > self.max_answers:
             kept = sum(answer_counts[a] for a in self.answer_names) / sum(answer_counts.values())
-            self._log(f"{len(answers)} distinct answers; the {self.max_answers} most frequent cover {kept:.1%} "
+            log.warning(f"{len(answers)} distinct answers; the {self.max_answers} most frequent cover {kept:.1%} "
                       "(raise model.num_answers to keep more)")
         if len(words) + len(SPECIAL_WORDS) > self.max_words:
-            self._log(f"{len(words)} distinct question words; the rest map to {UNK} (raise model.vocab_size)")
+            log.warning(f"{len(words)} distinct question words; the rest map to {UNK} (raise model.vocab_size)")
         self._index_vocabularies()
-
-    @staticmethod
-    def _log(message: str) -> None:
-        log.warning(message)
 
     # ---- loading ------------------------------------------------------------------------------
     def prepare(self, dataset: DatasetDict) -> DatasetDict:
@@ -196,8 +185,17 @@ class VQADataModule(HFDataModule):
                 )
         return dataset
 
+    def preprocess(self, row: dict[str, Any], *, train: bool = False) -> dict[str, Any]:
+        """A row (without its image) -> the question's record; text is tokenized per batch in `collate`."""
+        return {
+            "question": str(row["question"]),
+            "answers": human_answers(row),
+            "type": row.get("question_type"),
+            "family": row.get("question_family"),
+        }
+
     def wrap_split(self, split: Dataset, name: str) -> ImageGroups:
-        return ImageGroups(split, name=name, origin=self.origin)
+        return ImageGroups(split, self.preprocess, name=name, origin=self.origin)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
@@ -213,8 +211,8 @@ class VQADataModule(HFDataModule):
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Items -> images (B, 3, S, S) float in [0, 1]; questions padded to (B, Q, L)."""
         images = torch.stack([self._resize(item["image"]) for item in items]).float().div_(255.0)
-        num_questions = max(len(item["questions"]) for item in items)
-        token_lists = [[self._encode(q) for q in item["questions"]] for item in items]
+        num_questions = max(len(item["records"]) for item in items)
+        token_lists = [[self._encode(r["question"]) for r in item["records"]] for item in items]
         length = max(len(t) for tokens in token_lists for t in tokens)
         batch_size, keep = len(items), self.max_answers_per_question
         tokens = torch.zeros(batch_size, num_questions, length, dtype=torch.long)  # PAD = 0
@@ -225,20 +223,20 @@ class VQADataModule(HFDataModule):
         qtype = torch.full((batch_size, num_questions), -1, dtype=torch.long)
         rows = torch.full((batch_size, num_questions), -1, dtype=torch.long)
         for b, item in enumerate(items):
-            for q, ids in enumerate(token_lists[b]):
+            for q, (ids, record) in enumerate(zip(token_lists[b], item["records"])):
                 tokens[b, q, : len(ids)] = torch.tensor(ids)
                 question_mask[b, q] = True
                 rows[b, q] = item["rows"][q]
-                answers = item["answers"][q][:keep]
+                answers = record["answers"][:keep]
                 known = [self.answer_index.get(a, -2) for a in answers]
                 answer_ids[b, q, : len(known)] = torch.tensor(known)
                 majority = Counter(a for a in known if a >= 0).most_common(1)
                 if majority:
                     target[b, q] = majority[0][0]
-                if item["families"][q] in FAMILIES:
-                    family[b, q] = FAMILIES.index(item["families"][q])
-                if item["types"][q] in QUESTION_TYPES:
-                    qtype[b, q] = QUESTION_TYPES.index(item["types"][q])
+                if record["family"] in FAMILIES:
+                    family[b, q] = FAMILIES.index(record["family"])
+                if record["type"] in QUESTION_TYPES:
+                    qtype[b, q] = QUESTION_TYPES.index(record["type"])
         return {
             "image": images,  # (B, 3, S, S)
             "question_tokens": tokens,  # (B, Q, L) word ids, PAD = 0
@@ -248,7 +246,7 @@ class VQADataModule(HFDataModule):
             "question_family": family,  # (B, Q) index into FAMILIES or -1
             "question_type": qtype,  # (B, Q) 0 non-relational, 1 relational, -1 unknown
             "row": rows,  # (B, Q) row index in the split, -1 padding
-            "questions": [item["questions"] for item in items],
+            "questions": [[r["question"] for r in item["records"]] for item in items],
             "answer_names": self.answer_names,  # id -> answer, for predictions
         }
 

@@ -121,8 +121,7 @@ class VQAHead(TaskHead):
         return {"logits": self.classifier(hidden)}
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
-        logits, target = outputs["logits"], batch["answer"]  # (B, Q, A), (B, Q) with -100 = ignore
-        target = target.masked_fill(~batch["question_mask"], -100)
+        logits, target = outputs["logits"], batch["answer"]  # (B, Q, A), (B, Q): -100 = padding / unknown answer
         if not (target != -100).any():
             return logits.sum() * 0.0  # no answer in the vocabulary: nothing to learn from
         return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), label_smoothing=self.label_smoothing)

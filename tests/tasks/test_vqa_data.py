@@ -7,9 +7,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
+from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
-
 from tasks.vqa.data import VQADataModule, tokenize
 from tasks.vqa.head import GroupMeanScore, VQAHead, vqa_scores
 
@@ -83,7 +82,7 @@ def test_hub_schema_groups_by_image_and_scores_with_vqa_accuracy(vqa_style_dir, 
     head.update_metrics(metrics, {"logits": logits}, batch)
     test = data.splits["test"]
     expected = np.mean(
-        [min(sum(a == "red" for a in answers) / 3, 1.0) for group in test.groups for answers in (test.answers[r] for r in group)]
+        [min(sum(a == "red" for a in test.records[r]["answers"]) / 3, 1.0) for group in test.groups for r in group]
     )
     assert metrics.compute()["acc"].item() == pytest.approx(expected, abs=1e-6)
     records = head.predict({"logits": logits}, batch)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import DatasetDict
-
-from attnlab import cli
 from tasks.vqa.builder import build_sort_of_clevr
 from tests.conftest import run_script
+
+from attnlab import cli
 
 SMALL = ["task=vqa", "data.train_images=12", "data.validation_images=3", "data.test_images=4", "data.batch_size=4"]
 FAMILY_KEYS = ["acc", "acc_relational", "acc_nonrelational", "acc/shape", "acc/closest_shape", "acc/count"]

@@ -100,9 +100,9 @@ class HFDataModule(L.LightningDataModule, ABC):
     def build(self) -> DatasetDict:
         """Build the offline dataset in the public dataset's schema."""
 
+    @abstractmethod
     def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """One raw row -> tensors for `collate` (used by the default `wrap_split`)."""
-        raise NotImplementedError(f"{type(self).__name__} must override preprocess() or wrap_split()")
+        """One raw row -> what `collate` takes (the default `wrap_split` applies it per sample)."""
 
     def wrap_split(self, split: Dataset, name: str) -> TorchDataset:
         """One loaded split -> the torch Dataset its loader reads; default: rows through `preprocess`."""
