@@ -5,8 +5,8 @@ square or a circle of about 10 pixels. Ten non-relational and ten relational que
 as natural-language text from fixed templates, answered from the object centres.
 
 The renderer varies what the specification leaves open (object size 8-13 px, sub-pixel centres,
-anti-aliased or hard edges, colour shades, near-white backgrounds), so a model trained here does not
-depend on one generator's quirks.
+three rasterisations: anti-aliased, hard-edged and pixel-centre masks; colour shades, near-white
+backgrounds), so a model trained here does not depend on one generator's quirks.
 """
 
 from __future__ import annotations
@@ -89,14 +89,34 @@ def sample_scene(rng: np.random.Generator, *, size_range: tuple[float, float] = 
     return objects
 
 
+RENDER_STYLES = ("antialiased", "hard_edges", "pixel_centres")
+
+
 def render(objects: list[SceneObject], rng: np.random.Generator) -> PILImage.Image:
-    """Draw the scene; half the images are anti-aliased (4x supersampled), fills vary within each colour."""
-    scale = 4 if rng.random() < 0.5 else 1
+    """Draw the scene in one of three rasterisations, drawn uniformly; fills vary within each colour.
+
+    ``antialiased``: PIL shapes on a 4x canvas, box-filtered down. ``hard_edges``: PIL shapes at 1x.
+    ``pixel_centres``: a pixel takes the colour when its centre lies inside the shape (|dx|, |dy| <=
+    side / 2 for squares, dx^2 + dy^2 <= r^2 for circles), the rule of numpy/OpenCV generators,
+    whose small circles have flat sides and one-pixel tips.
+    """
+    style = RENDER_STYLES[int(rng.integers(len(RENDER_STYLES)))]
     background = tuple(int(v) for v in rng.integers(245, 256, size=3))
+    fills = [_shade(obj.color, rng) for obj in objects]
+    if style == "pixel_centres":
+        pixels = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        pixels[:] = background
+        ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] + 0.5  # pixel centres
+        for obj, fill in zip(objects, fills, strict=True):
+            dx, dy = xs - obj.x, ys - obj.y
+            half = obj.size / 2
+            inside = (np.abs(dx) <= half) & (np.abs(dy) <= half) if obj.shape == "square" else dx**2 + dy**2 <= half**2
+            pixels[inside] = fill
+        return PILImage.fromarray(pixels)
+    scale = 4 if style == "antialiased" else 1
     canvas = PILImage.new("RGB", (IMAGE_SIZE * scale, IMAGE_SIZE * scale), background)
     draw = ImageDraw.Draw(canvas)
-    for obj in objects:
-        fill = _shade(obj.color, rng)
+    for obj, fill in zip(objects, fills, strict=True):
         half = obj.size / 2
         box = [(obj.x - half) * scale, (obj.y - half) * scale, (obj.x + half) * scale - 1, (obj.y + half) * scale - 1]
         (draw.rectangle if obj.shape == "square" else draw.ellipse)(box, fill=fill)

@@ -143,7 +143,7 @@ class VQADataModule(HFDataModule):
 
     # ---- builder ------------------------------------------------------------------------------
     def builder_params(self) -> dict[str, Any]:
-        return {"builder": "sort-of-clevr", "version": 2, "seed": self.builder_seed, **self.sizes}
+        return {"builder": "sort-of-clevr", "version": 3, "seed": self.builder_seed, **self.sizes}
 
     def build(self) -> DatasetDict:
         return build_sort_of_clevr(seed=self.builder_seed, **self.sizes)
