@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention import MultiHeadAttention
-from attnlab.backbones.transformer import EncoderBlock, FeedForward
+from attnlab.backbones.transformer import EncoderBlock, FeedForward, LayerScale
 from attnlab.training import AttnLabModule
 
 Fusion = Literal["cross", "joint", "concat"]
@@ -43,23 +43,38 @@ class ConvSceneTokenizer(nn.Module):
     """Image (B, 3, S, S) in [0, 1] -> (B, G*G, D) tokens from a strided conv stem with coordinates.
 
     Two coordinate channels (CoordConv, Liu et al. 2018) join the RGB input so every token knows
-    where it is to sub-token precision; each stride-2 3x3 conv + BatchNorm + GELU halves the grid
+    where it is to sub-token precision; each 3x3 conv + BatchNorm + GELU stage halves the grid
     (75 -> 38 -> 19 -> 10 with three stages), keeping a 10-pixel object's shape inside a token's
     receptive field. Fixed 2-D sine-cosine positions are added to the tokens.
 
     Args:
         dim: token width D.
         image_size: input side S.
-        channels: conv widths, one stride-2 stage each.
+        channels: conv widths, one grid-halving stage each.
+        downsample: ``stride`` (stride-2 convs) or ``maxpool`` (stride-1 convs, then 2x2 max
+            pooling: every pixel position is filtered, so a corner is detected wherever it falls;
+            ~3.7x the stem's FLOPs).
     """
 
-    def __init__(self, *, dim: int, image_size: int = 75, channels: tuple[int, ...] = (32, 64, 128)) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        image_size: int = 75,
+        channels: tuple[int, ...] = (32, 64, 128),
+        downsample: Literal["stride", "maxpool"] = "stride",
+    ) -> None:
         super().__init__()
+        if downsample not in ("stride", "maxpool"):
+            raise ValueError(f"downsample='{downsample}' is unknown; choose stride or maxpool")
         self.image_size = image_size
         layers: list[nn.Module] = []
         width, side = 5, image_size  # RGB + (x, y)
         for out in channels:
-            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
+            stride = 2 if downsample == "stride" else 1
+            layers += [nn.Conv2d(width, out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
+            if downsample == "maxpool":
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
             width, side = out, (side + 1) // 2
         layers.append(nn.Conv2d(width, dim, 1))
         self.stem = nn.Sequential(*layers)
@@ -80,6 +95,64 @@ class ConvSceneTokenizer(nn.Module):
         return features.flatten(2).transpose(1, 2) + self.positions  # (B, N, D)
 
 
+def grid_coordinates(num_tokens: int) -> Tensor:
+    """(N, 2) (x, y) centres of a square token grid in token units, row-major like `ConvSceneTokenizer`."""
+    side = round(num_tokens**0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"a geometric relation layer needs a square token grid, got {num_tokens} image tokens")
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], dim=-1).float()
+
+
+class GeometricRelationLayer(nn.Module):
+    """Self-attention over image tokens whose heads add a learned, signed 2-D distance bias.
+
+    Head h adds ``slope_h * |p_i - p_j|`` to its scores (ALiBi in two dimensions with signed,
+    learned slopes, after Press et al. 2022): a negative slope makes a head read the nearest tokens,
+    a positive one the furthest, so "the object closest to / furthest from me" is one attention step,
+    with content scores free to skip background and the token's own object. Positions are the grid
+    centres moved by a learned, content-dependent offset of at most half a token: a token covering
+    part of an object can place itself at that object's centre, so distances are between objects,
+    not between grid cells. Pre-norm residual branches with LayerScale, as in the backbone.
+
+    Args:
+        dim: width D.
+        num_heads: heads; their slopes start evenly spread over [-max_slope, max_slope].
+        mlp_ratio: feed-forward width multiple.
+        max_slope: initial largest |slope| (score change per token of distance).
+        layer_scale_init: start value of both residual branches' LayerScale.
+    """
+
+    def __init__(
+        self, *, dim: int, num_heads: int, mlp_ratio: float = 4.0, max_slope: float = 3.0, layer_scale_init: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim=dim, num_heads=num_heads)
+        self.slopes = nn.Parameter(torch.linspace(-max_slope, max_slope, num_heads))  # (H,)
+        self.offset = nn.Linear(dim, 2)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.attn_scale = LayerScale(dim, layer_scale_init)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim=dim, hidden_dim=int(dim * mlp_ratio))
+        self.mlp_scale = LayerScale(dim, layer_scale_init)
+
+    def distance_bias(self, tokens: Tensor) -> Tensor:
+        """(B, H, N, N) additive scores ``slope_h * |p_i - p_j|`` for normed tokens (B, N, D)."""
+        grid = grid_coordinates(tokens.shape[1]).to(tokens)  # (N, 2)
+        positions = grid + 0.5 * torch.tanh(self.offset(tokens))  # (B, N, 2)
+        offsets = positions[:, :, None] - positions[:, None]  # (B, N, N, 2)
+        distance = (offsets.square().sum(-1) + 1e-6).sqrt()  # (B, N, N); eps keeps the gradient finite at 0
+        return self.slopes.view(1, -1, 1, 1) * distance[:, None]
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens (B, N, D) on a square grid -> (B, N, D)."""
+        normed = self.attn_norm(tokens)
+        tokens = tokens + self.attn_scale(self.attn(normed, attn_mask=self.distance_bias(normed)))
+        return tokens + self.mlp_scale(self.mlp(self.mlp_norm(tokens)))
+
+
 class VQAInputs(nn.Module):
     """The task adapter: image tokens and question-token embeddings (word + position + modality).
 
@@ -87,7 +160,9 @@ class VQAInputs(nn.Module):
         dim: the backbone width D.
         vocab_size: question-word embedding rows (capacity; the data vocabulary must fit).
         max_question_len: longest question in tokens, CLS included.
-        image_size / channels: see `ConvSceneTokenizer`.
+        image_size / channels / downsample: see `ConvSceneTokenizer`.
+        relation_layers: `GeometricRelationLayer`s on the image tokens before the backbone (0: none).
+        relation_heads: heads of each relation layer.
     """
 
     def __init__(
@@ -98,10 +173,18 @@ class VQAInputs(nn.Module):
         max_question_len: int = 32,
         image_size: int = 75,
         channels: tuple[int, ...] = (32, 64, 128),
+        downsample: Literal["stride", "maxpool"] = "stride",
+        relation_layers: int = 0,
+        relation_heads: int = 8,
     ) -> None:
         super().__init__()
         self.vocab_size, self.max_question_len = vocab_size, max_question_len
-        self.image = ConvSceneTokenizer(dim=dim, image_size=image_size, channels=tuple(channels))
+        self.image = ConvSceneTokenizer(
+            dim=dim, image_size=image_size, channels=tuple(channels), downsample=downsample
+        )
+        self.relations = nn.Sequential(
+            *(GeometricRelationLayer(dim=dim, num_heads=relation_heads) for _ in range(relation_layers))
+        )
         # unit-scale word embeddings (nn.Embedding's default): a word's identity must not drown under
         # the first residual updates of the fusion blocks, or the colour word is lost before it can
         # query the image
@@ -110,7 +193,7 @@ class VQAInputs(nn.Module):
         self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: question, 1: image
 
     def image_tokens(self, batch: dict[str, Any]) -> Tensor:
-        return self.image(batch["image"])  # (B, N, D)
+        return self.relations(self.image(batch["image"]))  # (B, N, D)
 
     def question_tokens(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """(B, Q, L, D) question embeddings and their (B, Q, L) token mask (True = real token)."""
