@@ -402,7 +402,8 @@ class VQAModule(AttnLabModule):
 
     Args:
         fusion: ``cross`` (bidirectional cross-modal blocks over the backbone-encoded image),
-            ``joint`` (the backbone over [question; image] tokens) or ``concat`` (no attention).
+            ``joint`` (the backbone over [question; image] tokens) or ``concat`` (no attention: the
+            adapter's geometric relation layers are dropped too).
         **kwargs: see `AttnLabModule`; the task's adapter must be `VQAInputs` and its head `VQAHead`
             built with the same fusion.
     """
@@ -412,6 +413,10 @@ class VQAModule(AttnLabModule):
             raise ValueError(f"model.fusion='{fusion}' is unknown; choose one of {FUSIONS}")
         super().__init__(**kwargs)
         self.fusion = fusion
+        if fusion == "concat":  # the no-attention baseline: no token-to-token step anywhere
+            for adapter in self.adapters.values():
+                if isinstance(adapter, VQAInputs):
+                    adapter.relations = nn.Sequential()
         for name, head in self.heads.items():
             if getattr(head, "fusion_kind", None) != fusion:
                 raise ValueError(

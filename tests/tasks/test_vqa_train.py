@@ -88,3 +88,11 @@ def test_eval_scores_a_disk_dataset_with_the_checkpoint_vocabulary(train_cfg, tm
     assert results["test"]["test/vqa/acc_relational"] == pytest.approx(
         sum(p["score"] for p in relational) / len(relational), abs=1e-6
     )
+
+
+def test_concat_baseline_has_no_token_to_token_step(train_cfg):
+    from tasks.vqa.model import GeometricRelationLayer
+
+    for fusion, expected in (("cross", 1), ("concat", 0)):
+        model = cli._build_model(train_cfg(*SMALL, f"model.fusion={fusion}").model, {})
+        assert sum(isinstance(m, GeometricRelationLayer) for m in model.modules()) == expected
