@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
-
-import sys
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tasks` lives at the repository root
-from tasks.vqa.builder import COLORS, TEMPLATES, render, sample_scene, scene_questions  # noqa: E402
+from tasks.vqa.builder import COLORS, TEMPLATES, render, sample_scene, scene_questions
 
 BUCKETS = (0.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 
