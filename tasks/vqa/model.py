@@ -40,7 +40,7 @@ def sincos_2d(grid: int, dim: int) -> Tensor:
 
 
 class ConvSceneTokenizer(nn.Module):
-    """Image (B, 3, S, S) in [0, 1] -> (B, G*G, D) tokens from a strided conv stem with coordinates.
+    """Image (B, 3, S, S) in [0, 1] -> (B, G*G, D) tokens from a grid-halving conv stem with coordinates.
 
     Two coordinate channels (CoordConv, Liu et al. 2018) join the RGB input so every token knows
     where it is to sub-token precision; each 3x3 conv + BatchNorm + GELU stage halves the grid
@@ -70,8 +70,8 @@ class ConvSceneTokenizer(nn.Module):
         self.image_size = image_size
         layers: list[nn.Module] = []
         width, side = 5, image_size  # RGB + (x, y)
+        stride = 2 if downsample == "stride" else 1
         for out in channels:
-            stride = 2 if downsample == "stride" else 1
             layers += [nn.Conv2d(width, out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out), nn.GELU()]
             if downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
