@@ -24,7 +24,7 @@ from attnlab.attention import (
     sliding_window_attention,
     sliding_window_mask,
 )
-from attnlab.attention.linear import linear_attention_weights
+from attnlab.attention.linear import elu_feature_map, linear_attention_weights
 
 VARIANTS = {
     "sdpa": MultiHeadAttention,
@@ -182,6 +182,30 @@ def test_linear_attention_matches_dense_float64(causal, length, group, monkeypat
     if causal:
         scores = scores.tril()
     assert rel_err(weights, scores / scores.sum(-1, keepdim=True)) < 1e-6  # eps=1e-6 in the denominator
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_gradcheck_across_groups(causal, monkeypatch):
+    monkeypatch.setattr("attnlab.attention.linear._GROUP_TOKENS", 2)  # 4 groups of keys and queries
+    q, k, v = (t.double().requires_grad_() for t in qkv(q_len=7, kv_heads=2, head_dim=4))
+    real = padding_mask(2, 7, [7, 5])
+
+    def attend(q, k, v):
+        return linear_attention(q, k, v, is_causal=causal, key_padding_mask=real, chunk_size=2)
+
+    assert torch.autograd.gradcheck(attend, (q, k, v))
+
+
+def test_elu_feature_map_equals_elu_plus_one_with_its_gradient():
+    x = torch.tensor([-100.0, -3.0, -1e-3, 0.0, 1e-3, 2.0, 100.0], dtype=torch.float64, requires_grad=True)
+    phi = elu_feature_map(x)
+    assert torch.allclose(phi, torch.nn.functional.elu(x.detach()) + 1, rtol=1e-15, atol=1e-15)
+    # elu(x) + 1 = exp(x) for x <= 0, without elu's -1 + 1 cancellation (elu gives 0 at x = -100)
+    assert torch.equal(phi[:4], x.detach()[:4].exp()) and (phi > 0).all()
+    phi.sum().backward()
+    slope = torch.where(x.detach() > 0, 1.0, x.detach().exp()).to(torch.float64)
+    assert torch.equal(x.grad, slope)  # finite at +-100: no exp overflow
+    assert torch.autograd.gradcheck(elu_feature_map, (torch.randn(16, dtype=torch.float64, requires_grad=True),))
 
 
 def test_linear_attention_kv_cache_equals_full():
