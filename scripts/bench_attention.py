@@ -433,8 +433,10 @@ def _print_row(row: dict) -> None:
 def markdown_table(results: list[dict]) -> str:
     """The README table: one row per (variant, n)."""
     lines = [
-        "| variant | n | fwd ms | fwd+bwd ms | fwd peak MB | fwd+bwd peak MB | fwd+bwd speed-up vs ref "
-        "| fwd+bwd memory vs ref | fwd+bwd GFLOP/s (% of matmul peak) |",
+        (
+            "| variant | n | fwd ms | fwd+bwd ms | fwd peak MB | fwd+bwd peak MB | fwd+bwd speed-up vs ref "
+            "| fwd+bwd memory vs ref | fwd+bwd GFLOP/s (% of matmul peak) |"
+        ),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results:

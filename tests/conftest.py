@@ -15,7 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ATTNLAB_ROOT", str(ROOT))
-import attnlab.config  # noqa: E402,F401  (registers resolvers)
+import attnlab.config  # noqa: F401  (registers resolvers)
 
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false"]
 # Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
@@ -75,5 +75,6 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) ->
     if script == "train.py":
         args = tuple(with_task(args))
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )

@@ -17,7 +17,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
+    except Exception as err:  # torch raises many types for damaged files
         raise ValueError(
             f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}: {err}); "
             "use another checkpoint of the run (last.ckpt / best.ckpt) or retrain"

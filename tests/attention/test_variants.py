@@ -118,14 +118,22 @@ SLIDING_CASES = {
     "one_block": {"window": 3, "block_size": 64},
     "one_block_causal_global": {"window": 3, "num_global": 2, "is_causal": True, "block_size": 64, "lengths": [37, 20]},
     "full_window_causal_alibi": {"window": 36, "is_causal": True, "pos": "alibi", "lengths": [37, 25]},
+    # no padding, no globals: inner blocks share one broadcast mask, edge blocks keep their own
+    "inner_alibi": {"window": 3, "pos": "alibi"},
+    "inner_gqa_relative": {"window": 5, "kv_heads": 2, "pos": "relative"},
+    "inner_wide_window": {"window": 12},
+    "inner_causal_exact_blocks": {"window": 9, "is_causal": True, "q_len": 40},
+    "inner_exact_blocks": {"window": 8, "q_len": 40},
+    "no_inner_block": {"window": 20},
 }
 
 
 @pytest.mark.parametrize("case", list(SLIDING_CASES))
 def test_chunked_sliding_window_matches_dense_float64(case):
     spec = SLIDING_CASES[case]
-    q, k, v = qkv(q_len=37, kv_heads=spec.get("kv_heads"))
-    real = padding_mask(2, 37, spec["lengths"]) if "lengths" in spec else None
+    length = spec.get("q_len", 37)
+    q, k, v = qkv(q_len=length, kv_heads=spec.get("kv_heads"))
+    real = padding_mask(2, length, spec["lengths"]) if "lengths" in spec else None
     positions = None
     if "pos" in spec:
         positions = build_positional_encoding(spec["pos"], dim=64, num_heads=4, max_len=64)
@@ -136,13 +144,30 @@ def test_chunked_sliding_window_matches_dense_float64(case):
         q, k, v, window=window, num_global=num_global, is_causal=causal, key_padding_mask=real,
         positions=positions, block_size=spec.get("block_size", 8),
     )
-    mask = sliding_window_mask(37, window=window, num_global=num_global, is_causal=causal)[None, None]
+    mask = sliding_window_mask(length, window=window, num_global=num_global, is_causal=causal)[None, None]
     if real is not None:
         mask = mask & real[:, None, None, :]
     if positions is not None:
-        mask = torch.where(mask, positions.bias(37, 37).double(), float("-inf"))
+        mask = torch.where(mask, positions.bias(length, length).double(), float("-inf"))
     expected, _ = reference_attention(q.double(), k.double(), v.double(), attn_mask=mask)
     assert rel_err(out, expected) < 1e-5
+
+
+def test_sliding_window_inner_blocks_share_one_mask_and_gradcheck(monkeypatch):
+    import attnlab.attention.sliding_window as sliding
+
+    calls, kernel = [], sliding.scaled_dot_product_attention
+
+    def counting(q, k, v, **kwargs):
+        calls.append((q.shape[0], tuple(kwargs["attn_mask"].shape)))
+        return kernel(q, k, v, **kwargs)
+
+    monkeypatch.setattr(sliding, "scaled_dot_product_attention", counting)
+    q, k, v = (t.double().requires_grad_() for t in qkv(batch=1, heads=2, q_len=13, head_dim=4))
+    sliding_window_attention(q, k, v, window=2, block_size=4)
+    # 4 blocks: block 0 (keys before the start), one inner block, blocks 2-3 (keys past the end)
+    assert calls == [(1, (1, 1, 4, 8)), (1, (4, 8)), (2, (2, 1, 4, 8))]
+    assert torch.autograd.gradcheck(lambda q, k, v: sliding_window_attention(q, k, v, window=2, block_size=4), (q, k, v))
 
 
 def test_sliding_window_memory_is_linear_in_length():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
+from tests.conftest import ROOT
 
 from attnlab.cli import _build_model, _instantiate_all
-from tests.conftest import ROOT
 
 
 def options(group: str) -> list[str]:

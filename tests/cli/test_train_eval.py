@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from tests.conftest import QUIET, run_script
 
 from attnlab import cli
-from tests.conftest import QUIET, run_script
 
 ONE_EPOCH = ["trainer.max_epochs=1", "trainer.num_sanity_val_steps=0"]
 

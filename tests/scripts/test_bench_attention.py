@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import run_script
 
 
 def test_bench_attention_tiny_run_writes_every_variant(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--lengths", "64", "128", "--repeats", "3", "--budget-s", "0", "--overhead-rounds", "1",
             "--window", "16", "--rank", "32", "--max-quadratic-len", "64", "--no-wait-quiet", "--json", str(out)]
-    run = subprocess.run([sys.executable, "scripts/bench_attention.py", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    run = run_script("scripts/bench_attention.py", *args, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
     rows = {(row["variant"], row["n"]): row for row in report["results"]}

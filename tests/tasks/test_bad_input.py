@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import DatasetDict, Image
-
-from attnlab import cli
 from tasks.image_classification.builder import build_digits
 from tests.conftest import run_script
+
+from attnlab import cli
 
 
 def _assert_incomplete(run_dir: Path) -> None:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from datasets import DatasetDict
 from sklearn.datasets import load_digits
-
-from attnlab.data import dataset_fingerprint
 from tasks.image_classification.builder import build_digits
 from tasks.image_classification.data import ImageClassificationDataModule
+
+from attnlab.data import dataset_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from functools import partial
 
 import pytest
 import torch
+from tasks.image_classification.head import AttentionPoolingClassifier
 
 from attnlab.backbones import TransformerEncoder
 from attnlab.embed import ImagePatchEmbed
 from attnlab.training import AttnLabModule, TaskSpec
-from tasks.image_classification.head import AttentionPoolingClassifier
 
 
 def _spec(num_classes: int) -> TaskSpec:

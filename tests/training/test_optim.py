@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -26,6 +27,6 @@ def test_warmup_then_cosine_to_floor():
         optimizer.step()
         schedule.step()
     assert math.isclose(rates[0], 0.1) and math.isclose(rates[9], 1.0)
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))  # monotone decay after warm-up
+    assert all(a >= b for a, b in pairwise(rates[10:]))  # monotone decay after warm-up
     assert math.isclose(rates[55], 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 45 / 90)), rel_tol=1e-6)
     assert rates[-1] > 0.1 - 1e-9 and rates[-1] < 0.11

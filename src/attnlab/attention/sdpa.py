@@ -185,7 +185,9 @@ def scaled_dot_product_attention(
     if attn_mask is not None:
         # rows with no allowed key: let them see every key, zero them afterwards (no NaN on any kernel)
         row_allowed = _rows_with_keys(attn_mask)  # (.., Tq, 1)
-        if attn_mask.dtype == torch.bool:
+        if q.device.type == "cpu" and bool(row_allowed.all()):  # every row has a key: skip the fix-up
+            row_allowed = None  # (checking is free on CPU; on CUDA it would wait for the device)
+        elif attn_mask.dtype == torch.bool:
             kernel_mask = attn_mask | ~row_allowed
         else:
             kernel_mask = attn_mask.masked_fill(~row_allowed, 0.0)

@@ -26,6 +26,7 @@ from attnlab.attention.positional import PositionalEncoding
 from attnlab.attention.sdpa import Backend, reference_attention, scaled_dot_product_attention
 
 Impl = Literal["auto", "chunked", "flex"]
+_CALL_BYTES = 8 * 2**20  # key (or value) window bytes per kernel call of the chunked path
 
 
 def sliding_window_mask(
@@ -87,72 +88,108 @@ def sliding_window_attention(
     padded = num_blocks * block
     span = block + window + (0 if is_causal else window)  # keys per block: [start - w, end + w)
 
-    # queries: (B, H, n, Dh) -> (B * nb, H, c, Dh)
-    q_blocks = F.pad(q, (0, 0, 0, padded - length)).view(batch, heads, num_blocks, block, head_dim)
-    q_blocks = q_blocks.transpose(1, 2).reshape(batch * num_blocks, heads, block, head_dim)
+    # block views, no copies yet: queries (B, nb, H, c, Dh), key/value windows (B, nb, Hkv, span, d)
+    q_padded = q if padded == length else F.pad(q, (0, 0, 0, padded - length))
+    q_blocks = q_padded.unflatten(2, (num_blocks, block)).transpose(1, 2)
 
-    def windows(x: Tensor) -> Tensor:  # (B, Hkv, n, d) -> (B * nb, Hkv, span, d)
+    def windows(x: Tensor) -> Tensor:
         right = padded - length + (0 if is_causal else window)
-        x = F.pad(x, (0, 0, window, right)).unfold(2, span, block)  # (B, Hkv, nb, d, span)
-        return x.permute(0, 2, 1, 4, 3).reshape(batch * num_blocks, kv_heads, span, x.shape[3])
+        return F.pad(x, (0, 0, window, right)).unfold(2, span, block).permute(0, 2, 1, 4, 3)
 
     k_blocks, v_blocks = windows(k), windows(v)
 
-    # mask over (query r in block, key t in span): key pos = block start - w + t, query pos = start + r
+    # (query r in block, key t in span) may attend: key pos = block start - w + t, query pos = start + r
     r = torch.arange(block, device=device)[:, None]
     t = torch.arange(span, device=device)[None, :]
-    band = (t >= r) & (t <= r + (window if is_causal else 2 * window))  # (c, span)
+    band = (t >= r) & (t <= r + (window if is_causal else 2 * window))  # (c, span), the same in every block
     starts = torch.arange(num_blocks, device=device) * block  # (nb,)
     key_pos = starts[:, None] - window + torch.arange(span, device=device)  # (nb, span)
     key_ok = (key_pos >= 0) & (key_pos < length)  # (nb, span)
-    mask = band[None] & key_ok[:, None, :]  # (nb, c, span)
-    if key_padding_mask is not None:
-        real = F.pad(key_padding_mask.bool(), (window, padded - length + window), value=False)  # (B, padded+2w)
-        real = real.unfold(1, span, block)  # (B, nb, span)
-        mask = mask[None] & real[:, :, None, :]  # (B, nb, c, span)
-    else:
-        mask = mask[None]  # (1, nb, c, span)
     bias = None
     if positions is not None:
         bias = positions.bias(block, span, q_start=window, k_start=0, device=device, dtype=q.dtype)
-        bias = None if bias is None else bias[None, None]  # (1, 1, H | 1, c, span), same for every block
+        bias = None if bias is None else bias[None]  # (1, H | 1, c, span), the same in every block
 
-    if num_global > 0:
-        # every query also sees the global keys that its window does not already cover
-        q_pos = (starts[:, None] + r.T)  # (nb, c)
-        g_pos = torch.arange(num_global, device=device)
-        extra = g_pos[None, None, :] < q_pos[..., None] - window  # (nb, c, g) left of the window
-        if not is_causal:
-            extra |= g_pos[None, None, :] > q_pos[..., None] + window
+    def block_masks(first: int, stop: int) -> Tensor:
+        """Mask (B | 1, m, 1 | H, c, K) of blocks [first, stop): band, keys inside the sequence, globals."""
+        mask = band[None] & key_ok[first:stop, None, :]  # (m, c, span)
         if key_padding_mask is not None:
-            extra = extra[None] & key_padding_mask[:, None, None, :num_global].bool()  # (B, nb, c, g)
+            real = F.pad(key_padding_mask.bool(), (window, padded - length + window), value=False)  # (B, n + 2w)
+            mask = mask[None] & real.unfold(1, span, block)[:, first:stop, None, :]  # (B, m, c, span)
         else:
-            extra = extra[None]
-        mask = torch.cat([extra.expand(mask.shape[0], -1, -1, -1), mask], dim=-1)  # (B|1, nb, c, g + span)
-        g_k = k[:, :, :num_global].unsqueeze(1).expand(batch, num_blocks, kv_heads, num_global, head_dim)
-        g_v = v[:, :, :num_global].unsqueeze(1).expand(batch, num_blocks, kv_heads, num_global, value_dim)
-        k_blocks = torch.cat([g_k.reshape(batch * num_blocks, kv_heads, num_global, head_dim), k_blocks], dim=2)
-        v_blocks = torch.cat([g_v.reshape(batch * num_blocks, kv_heads, num_global, value_dim), v_blocks], dim=2)
-        if bias is not None:
-            g_bias = positions.bias(padded, num_global, device=device, dtype=q.dtype)  # (H|1, padded, g)
-            g_bias = g_bias.view(g_bias.shape[0], num_blocks, block, num_global).transpose(0, 1)[None]
-            heads_b = max(bias.shape[2], g_bias.shape[2])
-            bias = torch.cat(
-                [g_bias.expand(1, num_blocks, heads_b, block, num_global),
-                 bias.expand(1, num_blocks, heads_b, block, span)],
+            mask = mask[None]  # (1, m, c, span)
+        if num_global > 0:  # every query also sees the global keys that its window does not cover
+            q_pos = starts[first:stop, None] + r.T  # (m, c)
+            g_pos = torch.arange(num_global, device=device)
+            extra = g_pos[None, None, :] < q_pos[..., None] - window  # (m, c, g) left of the window
+            if not is_causal:
+                extra |= g_pos[None, None, :] > q_pos[..., None] + window
+            if key_padding_mask is not None:
+                extra = extra[None] & key_padding_mask[:, None, None, :num_global].bool()  # (B, m, c, g)
+            else:
+                extra = extra[None]
+            mask = torch.cat([extra.expand(mask.shape[0], -1, -1, -1), mask], dim=-1)  # (B | 1, m, c, g + span)
+        mask = mask.unsqueeze(2)  # (B | 1, m, 1, c, K)
+        if bias is None:
+            return mask
+        block_bias = bias[None].expand(1, stop - first, *bias.shape[1:])  # (1, m, H | 1, c, span)
+        if num_global > 0:
+            g_bias = positions.bias(padded, num_global, device=device, dtype=q.dtype)  # (H | 1, padded, g)
+            g_bias = g_bias.view(g_bias.shape[0], num_blocks, block, num_global).transpose(0, 1)[None, first:stop]
+            heads_b = max(block_bias.shape[2], g_bias.shape[2])
+            block_bias = torch.cat(
+                [g_bias.expand(1, stop - first, heads_b, block, num_global),
+                 block_bias.expand(1, stop - first, heads_b, block, span)],
                 dim=-1,
-            )  # (1, nb, H|1, c, g + span)
+            )  # (1, m, H | 1, c, g + span)
+        return torch.where(mask, block_bias, float("-inf"))
 
-    attn_mask: Tensor = mask.unsqueeze(2)  # (B|1, nb, 1, c, K)
-    if bias is not None:
-        attn_mask = torch.where(attn_mask, bias, float("-inf"))  # (B|1, nb, H|1, c, K)
-    attn_mask = attn_mask.expand(batch, num_blocks, *attn_mask.shape[2:])
-    attn_mask = attn_mask.reshape(batch * num_blocks, *attn_mask.shape[2:])  # (B * nb, H|1, c, K)
-    out = scaled_dot_product_attention(
-        q_blocks, k_blocks, v_blocks, attn_mask=attn_mask, dropout_p=dropout_p, backend=backend, strict=strict
-    )  # (B * nb, H, c, Dv)
-    out = out.view(batch, num_blocks, heads, block, value_dim).transpose(1, 2)
-    out = out.reshape(batch, heads, padded, value_dim)[:, :, :length]  # (B, H, n, Dv)
+    def attend(q_part: Tensor, k_part: Tensor, v_part: Tensor, attn_mask: Tensor) -> Tensor:
+        """m blocks (B, m, H, c, Dh), (B, m, Hkv, span, d) -> (B, m, H, c, Dv); attn_mask broadcasts to (B, m, H, c, K)."""
+        m = q_part.shape[1]
+        if num_global > 0:  # the global keys/values lead every block's window
+            k_part, v_part = (
+                torch.cat([x[:, :, :num_global].unsqueeze(1).expand(-1, m, -1, -1, -1), w], dim=3)
+                for x, w in ((k, k_part), (v, v_part))
+            )
+        if attn_mask.dim() == 5:  # per-block masks: fold the block axis into the batch with the inputs
+            attn_mask = attn_mask.expand(batch, m, *attn_mask.shape[2:]).reshape(batch * m, *attn_mask.shape[2:])
+        out = scaled_dot_product_attention(
+            *(x.reshape(batch * m, *x.shape[2:]) for x in (q_part, k_part, v_part)),
+            attn_mask=attn_mask, dropout_p=dropout_p, backend=backend, strict=strict,
+        )  # (B * m, H, c, Dv)
+        return out.view(batch, m, heads, block, value_dim)
+
+    # Blocks whose window lies inside the sequence share one (c, span) mask: one broadcast mask, no
+    # per-block copy (the common case: no padding, no global tokens). The edge blocks keep their own.
+    first_inner = min(num_blocks, math.ceil(window / block))
+    stop_inner = num_blocks if is_causal else max(first_inner, min(num_blocks, (length - window) // block))
+    shared = key_padding_mask is None and num_global == 0 and stop_inner > first_inner
+    segments = [(0, num_blocks)]
+    if shared:
+        segments = [(a, b) for a, b in ((0, first_inner), (first_inner, stop_inner), (stop_inner, num_blocks)) if b > a]
+    # a few blocks per kernel call: each call's key/value windows (3x their keys at w = c) stay small,
+    # in cache and in the allocator's heap, instead of one copy of every window at once
+    window_bytes = batch * max(heads, kv_heads) * span * max(head_dim, value_dim) * q.element_size()
+    per_call = max(1, _CALL_BYTES // window_bytes)
+    segments = [
+        (start, min(start + per_call, stop)) for first, stop in segments for start in range(first, stop, per_call)
+    ]
+    sizes = [stop - first for first, stop in segments]
+    # split, not slicing: a slice's backward writes a zero-filled gradient of the whole input per segment
+    parts = zip(*(x.split(sizes, dim=1) for x in (q_blocks, k_blocks, v_blocks)))
+    pieces = []
+    for (first, stop), (q_part, k_part, v_part) in zip(segments, parts):
+        if shared and first_inner <= first and stop <= stop_inner:
+            mask = band if bias is None else torch.where(band, bias, float("-inf"))  # (c, span) | (1, H | 1, c, span)
+        else:
+            mask = block_masks(first, stop)
+        pieces.append(attend(q_part, k_part, v_part, mask))
+    if len(pieces) > 1:  # one copy, straight into (B, H, nb, c, Dv)
+        out = torch.cat([piece.transpose(1, 2) for piece in pieces], dim=2).flatten(2, 3)
+    else:  # a view when the kernel wrote token-major memory (torch's CPU flash does for token-major q)
+        out = pieces[0].transpose(1, 2).reshape(batch, heads, padded, value_dim)
+    out = out[:, :, :length]  # (B, H, n, Dv)
 
     if num_global > 0:  # global queries attend to every (earlier, when causal) key
         g_mask = _global_rows_mask(length, num_global, is_causal, device)  # (g, n)

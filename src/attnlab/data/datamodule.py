@@ -7,8 +7,9 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import lightning as L
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
@@ -36,7 +37,7 @@ class PreprocessedSplit(TorchDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
             sample = self.preprocess(self.split[index])
-        except Exception as err:  # noqa: BLE001 - re-raised with the sample's address
+        except Exception as err:  # re-raised with the sample's address
             raise ValueError(
                 f"cannot read sample {index} of split '{self.name}' in {self.origin}: {type(err).__name__}: {err}. "
                 "Fix or drop that row (e.g. dataset.filter) and re-save the dataset."
@@ -168,7 +169,7 @@ class HFDataModule(L.LightningDataModule, ABC):
     def _load_hub(self) -> DatasetDict:
         try:
             return load_dataset(self.path, self.name)
-        except Exception as err:  # noqa: BLE001 - network / hub errors come in many types
+        except Exception as err:  # network / hub errors come in many types
             raise ConnectionError(
                 f"cannot load data.path='{self.path}' (name={self.name}) from the Hugging Face hub: "
                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Offline? Use "
