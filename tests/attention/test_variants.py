@@ -128,8 +128,11 @@ SLIDING_CASES = {
 }
 
 
+@pytest.mark.parametrize("one_block_per_call", [False, True])
 @pytest.mark.parametrize("case", list(SLIDING_CASES))
-def test_chunked_sliding_window_matches_dense_float64(case):
+def test_chunked_sliding_window_matches_dense_float64(case, one_block_per_call, monkeypatch):
+    if one_block_per_call:
+        monkeypatch.setattr("attnlab.attention.sliding_window._CALL_BYTES", 1)
     spec = SLIDING_CASES[case]
     length = spec.get("q_len", 37)
     q, k, v = qkv(q_len=length, kv_heads=spec.get("kv_heads"))

@@ -3,8 +3,8 @@
 out_i = phi(q_i) . sum_j phi(k_j) v_j^T / (phi(q_i) . sum_j phi(k_j)), phi(x) = elu(x) + 1.
 Non-causal: one (Dh x Dh) summary per head, O(n Dh^2) time, O(n Dh + Dh^2) memory.
 Causal: chunks of c tokens; within a chunk a masked c x c product, across chunks a running
-prefix sum of the summaries (loops over groups of chunks so that temporaries stay bounded):
-O(n (c + Dh) Dh) time, O(n c + (n / c) Dh^2) memory.
+prefix sum of the summaries: O(n (c + Dh) Dh) time, O(n c + (n / c) Dh^2) memory.
+Both paths loop over groups of about 1,024 tokens so that temporaries stay bounded.
 
 Shape legend: B batch, H heads, n tokens (Tq, Tk when they differ), Dh head dim.
 """

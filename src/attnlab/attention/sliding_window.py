@@ -5,7 +5,8 @@ Query i attends key j when |i - j| <= window (causal: 0 <= i - j <= window). The
 
 Two implementations of the same math, memory O(n * w):
 - ``chunked``: queries in blocks of c tokens, each block attends to its c + 2w neighbouring keys
-  (plus the global keys) through the fused SDPA kernels; runs anywhere.
+  (plus the global keys) through the fused SDPA kernels, a few blocks per call; blocks whose window
+  lies inside the sequence share one (c, c + 2w) mask; runs anywhere.
 - ``flex``: one FlexAttention call with a block-sparse mask (compiled; CUDA by default).
 
 Shape legend: B batch, H query heads, Hkv key/value heads, n tokens, Dh head dim, c block size.
@@ -178,13 +179,11 @@ def sliding_window_attention(
     sizes = [stop - first for first, stop in segments]
     # split, not slicing: a slice's backward writes a zero-filled gradient of the whole input per segment
     parts = zip(*(x.split(sizes, dim=1) for x in (q_blocks, k_blocks, v_blocks)))
+    inner_mask = band if bias is None else torch.where(band, bias, float("-inf"))  # (c, span) | (1, H | 1, c, span)
     pieces = []
     for (first, stop), (q_part, k_part, v_part) in zip(segments, parts):
-        if shared and first_inner <= first and stop <= stop_inner:
-            mask = band if bias is None else torch.where(band, bias, float("-inf"))  # (c, span) | (1, H | 1, c, span)
-        else:
-            mask = block_masks(first, stop)
-        pieces.append(attend(q_part, k_part, v_part, mask))
+        inner = shared and first_inner <= first and stop <= stop_inner
+        pieces.append(attend(q_part, k_part, v_part, inner_mask if inner else block_masks(first, stop)))
     if len(pieces) > 1:  # one copy, straight into (B, H, nb, c, Dv)
         out = torch.cat([piece.transpose(1, 2) for piece in pieces], dim=2).flatten(2, 3)
     else:  # a view when the kernel wrote token-major memory (torch's CPU flash does for token-major q)
