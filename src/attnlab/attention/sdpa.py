@@ -185,8 +185,10 @@ def scaled_dot_product_attention(
     if attn_mask is not None:
         # rows with no allowed key: let them see every key, zero them afterwards (no NaN on any kernel)
         row_allowed = _rows_with_keys(attn_mask)  # (.., Tq, 1)
-        if q.device.type == "cpu" and bool(row_allowed.all()):  # every row has a key: skip the fix-up
-            row_allowed = None  # (checking is free on CPU; on CUDA it would wait for the device)
+        # every row has a key: skip the fix-up. Checking is free on CPU; on CUDA it would wait for the
+        # device, and under torch.compile the data-dependent branch would break the graph.
+        if q.device.type == "cpu" and not torch.compiler.is_compiling() and bool(row_allowed.all()):
+            row_allowed = None
         elif attn_mask.dtype == torch.bool:
             kernel_mask = attn_mask | ~row_allowed
         else:
