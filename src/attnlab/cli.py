@@ -78,10 +78,18 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _close_loggers(trainer: L.Trainer) -> None:
     """Flush every logger; W&B runs are finished so offline runs hold their summary and config."""
+    finished_wandb = False
     for logger in trainer.loggers:
         logger.finalize("success")
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()
+            finished_wandb = True
+    if finished_wandb:
+        import wandb  # only here: importing wandb costs about a second
+
+        # finish() can return before W&B's service has written the run's record log; teardown waits
+        # for it (as the atexit hook would), so the files are complete when train() returns
+        wandb.teardown()
 
 
 def _marking_failure(run: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
