@@ -135,8 +135,12 @@ class Interference:
 INTERFERENCE = Interference()
 
 
-def time_call(fn: Callable[[], None], device: torch.device, repeats: int, budget_s: float) -> float:
-    """Median seconds per call after one warm-up; at least 3 calls, more until `repeats` or the budget.
+def time_call(
+    fn: Callable[[], None], device: torch.device, repeats: int, budget_s: float,
+    statistic: Callable[[list[float]], float] = statistics.median,
+) -> float:
+    """Median (or `statistic`) seconds per call after one warm-up; at least 3 calls, more until `repeats`
+    or the budget.
 
     Calls during which other processes were busy are discarded and re-run (see `Interference`).
     """
@@ -157,7 +161,7 @@ def time_call(fn: Callable[[], None], device: torch.device, repeats: int, budget
         else:
             INTERFERENCE.discarded += 1
             INTERFERENCE.wait_quiet()
-    return statistics.median(times)
+    return statistic(times)
 
 
 def peak_bytes(fn: Callable[[], None], device: torch.device, setup: Callable[[], None] | None = None) -> int:
@@ -263,10 +267,11 @@ def flops_fwd_bwd(length: int, args) -> float:
 
 
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
-    """The machine's dense matmul rate in this dtype: a square 2048 (CPU) / 8192 (CUDA) matmul."""
+    """The machine's dense matmul rate in this dtype: the fastest of several square 2048 (CPU) / 8192
+    (CUDA) matmuls (a peak, so the best call rather than the median)."""
     size = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    seconds = time_call(lambda: torch.mm(a, b), device, repeats, budget_s=2.0)
+    seconds = time_call(lambda: torch.mm(a, b), device, max(repeats, 10), budget_s=3.0, statistic=min)
     return 2 * size**3 / seconds / 1e9
 
 
