@@ -21,7 +21,7 @@ from torch import Tensor
 from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.attention.sdpa import causal_mask
 
-_GROUP_TOKENS = 1024  # causal path: tokens processed per loop step (bounds temporary tensors)
+_GROUP_TOKENS = 1024  # tokens processed per loop step on both paths (bounds temporary tensors)
 
 
 class _EluPlusOne(torch.autograd.Function):
@@ -49,15 +49,6 @@ def elu_feature_map(x: Tensor) -> Tensor:
     return _EluPlusOne.apply(x)
 
 
-def _features(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Dense phi(q), phi(k) (padded keys zeroed) and v with key/value heads repeated for GQA."""
-    k, v = _share_kv_heads(q, k, v)
-    phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
-    if key_padding_mask is not None:  # padded keys contribute nothing
-        phi_k = phi_k * key_padding_mask[:, None, :, None].to(phi_k.dtype)
-    return phi_q, phi_k, v
-
-
 def _share_kv_heads(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     if k.shape[1] == q.shape[1]:
         return k, v
@@ -65,12 +56,20 @@ def _share_kv_heads(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
 
 
+def _keep(key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """(B, n) bool, True = real -> (B, 1, n, 1) multiplier that zeroes padded keys."""
+    return None if key_padding_mask is None else key_padding_mask[:, None, :, None].to(dtype)
+
+
+def _key_features(k: Tensor, keep: Tensor | None) -> Tensor:
+    """phi(k) with padded keys zeroed: they contribute nothing."""
+    phi_k = elu_feature_map(k)
+    return phi_k if keep is None else phi_k * keep
+
+
 def _key_terms(k: Tensor, v: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
     """phi(k) (padded keys zeroed) and v with a ones column that carries the normaliser: (.., Dv + 1)."""
-    phi_k = elu_feature_map(k)
-    if keep is not None:
-        phi_k = phi_k * keep
-    return phi_k, torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    return _key_features(k, keep), torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
 
 
 def _normalise(ext: Tensor, eps: float) -> Tensor:
@@ -99,7 +98,7 @@ def linear_attention(
     k, v = _share_kv_heads(q, k, v)
     batch, heads, length, head_dim = q.shape
     value_dim = v.shape[-1]
-    keep = None if key_padding_mask is None else key_padding_mask[:, None, :, None].to(q.dtype)  # (B, 1, n, 1)
+    keep = _keep(key_padding_mask, q.dtype)  # (B, 1, n, 1)
     state = q.new_zeros(batch, heads, head_dim, value_dim + 1)  # sum of phi(k) [v | 1]^T over keys so far
 
     if not is_causal:
@@ -145,7 +144,8 @@ def linear_attention_weights(
     eps: float = 1e-6,
 ) -> Tensor:
     """Dense (B, H, Tq, Tk) weights of linear attention (O(Tq Tk)); causal is lower-right aligned."""
-    phi_q, phi_k, _ = _features(q, k, k, key_padding_mask)
+    k, _ = _share_kv_heads(q, k, k)
+    phi_q, phi_k = elu_feature_map(q), _key_features(k, _keep(key_padding_mask, q.dtype))
     scores = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Tq, Tk)
     if is_causal:
         scores = scores * causal_mask(q.shape[2], k.shape[2], q.device).to(scores.dtype)

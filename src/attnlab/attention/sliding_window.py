@@ -111,12 +111,20 @@ def sliding_window_attention(
         bias = positions.bias(block, span, q_start=window, k_start=0, device=device, dtype=q.dtype)
         bias = None if bias is None else bias[None]  # (1, H | 1, c, span), the same in every block
 
+    real_windows = None  # (B, nb, span): which keys of each block's window are real tokens
+    if key_padding_mask is not None:
+        real = F.pad(key_padding_mask.bool(), (window, padded - length + window), value=False)  # (B, n + 2w)
+        real_windows = real.unfold(1, span, block)
+    global_bias = None  # (1, nb, H | 1, c, g): score bias of every block's queries to the global keys
+    if bias is not None and num_global > 0:
+        global_bias = positions.bias(padded, num_global, device=device, dtype=q.dtype)  # (H | 1, padded, g)
+        global_bias = global_bias.view(global_bias.shape[0], num_blocks, block, num_global).transpose(0, 1)[None]
+
     def block_masks(first: int, stop: int) -> Tensor:
         """Mask (B | 1, m, 1 | H, c, K) of blocks [first, stop): band, keys inside the sequence, globals."""
         mask = band[None] & key_ok[first:stop, None, :]  # (m, c, span)
-        if key_padding_mask is not None:
-            real = F.pad(key_padding_mask.bool(), (window, padded - length + window), value=False)  # (B, n + 2w)
-            mask = mask[None] & real.unfold(1, span, block)[:, first:stop, None, :]  # (B, m, c, span)
+        if real_windows is not None:
+            mask = mask[None] & real_windows[:, first:stop, None, :]  # (B, m, c, span)
         else:
             mask = mask[None]  # (1, m, c, span)
         if num_global > 0:  # every query also sees the global keys that its window does not cover
@@ -134,9 +142,8 @@ def sliding_window_attention(
         if bias is None:
             return mask
         block_bias = bias[None].expand(1, stop - first, *bias.shape[1:])  # (1, m, H | 1, c, span)
-        if num_global > 0:
-            g_bias = positions.bias(padded, num_global, device=device, dtype=q.dtype)  # (H | 1, padded, g)
-            g_bias = g_bias.view(g_bias.shape[0], num_blocks, block, num_global).transpose(0, 1)[None, first:stop]
+        if global_bias is not None:
+            g_bias = global_bias[:, first:stop]
             heads_b = max(block_bias.shape[2], g_bias.shape[2])
             block_bias = torch.cat(
                 [g_bias.expand(1, stop - first, heads_b, block, num_global),
@@ -179,7 +186,9 @@ def sliding_window_attention(
     sizes = [stop - first for first, stop in segments]
     # split, not slicing: a slice's backward writes a zero-filled gradient of the whole input per segment
     parts = zip(*(x.split(sizes, dim=1) for x in (q_blocks, k_blocks, v_blocks)))
-    inner_mask = band if bias is None else torch.where(band, bias, float("-inf"))  # (c, span) | (1, H | 1, c, span)
+    inner_mask = None
+    if shared:
+        inner_mask = band if bias is None else torch.where(band, bias, float("-inf"))  # (c, span) | (1, H | 1, c, span)
     pieces = []
     for (first, stop), (q_part, k_part, v_part) in zip(segments, parts):
         inner = shared and first_inner <= first and stop <= stop_inner
