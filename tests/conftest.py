@@ -18,6 +18,19 @@ os.environ.setdefault("ATTNLAB_ROOT", str(ROOT))
 import attnlab.config  # noqa: F401  (registers resolvers)
 
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "trainer.enable_progress_bar=false"]
+# Tiny builder parameters per task for the tests that run every task (tests/cli/test_every_task.py).
+# A new task adds its entry here; a test fails until it does.
+TINY_TASK = {
+    "image_classification": ["task=image_classification"],
+    "vqa": ["task=vqa", "data.train_images=24", "data.validation_images=4", "data.test_images=4", "data.batch_size=4"],
+}
+# Model variants that build different parameters (each must leave none unused, so DDP works).
+TASK_VARIANTS = {
+    "image_classification": [[], ["backbone=timm", "backbone.model_name=resnet18", "backbone.image_size=32"]],
+    "vqa": [["task.fusion=cross"], ["task.fusion=joint"], ["task.fusion=concat"],
+            ["model.tasks.vqa.route.fusion_depth=2", "model.tasks.vqa.route.text_depth=1"],
+            ["model.tasks.vqa.route.bidirectional=false"]],
+}
 # Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
 FOUNDATION_TASK = "task=image_classification"
 

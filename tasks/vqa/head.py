@@ -1,4 +1,4 @@
-"""VQA head: the fusion's per-question features -> answer logits; VQA accuracy overall and per group."""
+"""VQA head: the route's per-question features -> answer logits; VQA accuracy overall and per group."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torchmetrics import Metric, MetricCollection
 from attnlab.training import TaskHead
 from tasks.vqa.builder import FAMILIES
 from tasks.vqa.data import QUESTION_TYPES
-from tasks.vqa.model import FUSIONS, ConcatFusion, CrossModalFusion, Fusion
 
 
 def vqa_scores(predicted: Tensor, answer_ids: Tensor) -> Tensor:
@@ -56,16 +55,13 @@ class GroupMeanScore(Metric):
 
 
 class VQAHead(TaskHead):
-    """Owns the fusion (for ``cross`` / ``concat``; ``joint`` fuses in the backbone) and the answer MLP.
+    """The answer classifier over the route's per-question features (`VQARoute`), and VQA's metrics.
 
     Args:
-        dim: backbone width D.
-        fusion: the model's fusion (``model.fusion``).
+        dim: feature width F (the route's ``out_dim``).
         num_answers: answer-vocabulary capacity (classifier width).
         families: question families to report accuracy for (Sort-of-CLEVR's by default; [] for VQAv2).
-        fusion_depth / text_depth / num_heads / mlp_ratio / bidirectional / layer_scale_init: `CrossModalFusion`
-            options.
-        hidden_dim: classifier MLP width (default 2D).
+        hidden_dim: classifier MLP width (default 2F).
         dropout: before the last layer.
         label_smoothing: cross-entropy label smoothing.
     """
@@ -74,43 +70,22 @@ class VQAHead(TaskHead):
         self,
         *,
         dim: int,
-        fusion: Fusion = "cross",
         num_answers: int = 16,
         families: tuple[str, ...] = FAMILIES,
-        fusion_depth: int = 1,
-        text_depth: int = 0,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        bidirectional: bool = True,
-        layer_scale_init: float | None = None,
         hidden_dim: int | None = None,
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"model.fusion='{fusion}' is unknown; choose one of {FUSIONS}")
         unknown = [f for f in families if f not in FAMILIES]
         if unknown:
             raise ValueError(f"unknown question families {unknown}; known: {FAMILIES}")
-        self.fusion_kind, self.num_answers, self.families = fusion, num_answers, tuple(families)
+        self.num_answers, self.families = num_answers, tuple(families)
         self.label_smoothing = label_smoothing
-        if fusion == "cross":
-            self.fusion: nn.Module = CrossModalFusion(
-                dim=dim, depth=fusion_depth, text_depth=text_depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                bidirectional=bidirectional, layer_scale_init=layer_scale_init,
-            )
-            features = dim
-        elif fusion == "concat":
-            self.fusion = ConcatFusion(dim=dim)
-            features = self.fusion.out_dim
-        else:
-            self.fusion = nn.Identity()  # the backbone fuses [question; image]
-            features = dim
         hidden_dim = hidden_dim or 2 * dim
         self.classifier = nn.Sequential(
-            nn.LayerNorm(features),
-            nn.Linear(features, hidden_dim),
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Linear(hidden_dim, num_answers),

@@ -1,6 +1,6 @@
-"""VQA model parts: the image + question adapter, the three fusions, and the module that routes them.
+"""VQA model parts: the image + question adapter, the three fusions, and the route that runs them.
 
-Data flow for a batch of B images with Q questions of L tokens each (see `VQAModule.forward`):
+Data flow for a batch of B images with Q questions of L tokens each (see `VQARoute.forward`):
 
 - ``cross``:  image tokens (B, N, D) -> backbone once per image; question tokens -> question encoder
   (optional) once per distinct question; then per (image, question) pair stacked bidirectional
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from attnlab.attention import MultiHeadAttention
 from attnlab.backbones.transformer import EncoderBlock, FeedForward, LayerScale
-from attnlab.training import AttnLabModule
+from attnlab.training import TaskRoute
 
 Fusion = Literal["cross", "joint", "concat"]
 FUSIONS = ("cross", "joint", "concat")
@@ -154,15 +154,16 @@ class GeometricRelationLayer(nn.Module):
 
 
 class VQAInputs(nn.Module):
-    """The task adapter: image tokens and question-token embeddings (word + position + modality).
+    """The task adapter: image tokens and question-token embeddings (word + position).
+
+    What the fusion adds on top (relation layers, modality embeddings, fusion blocks) belongs to
+    `VQARoute`, so each fusion builds only the layers it uses.
 
     Args:
         dim: the backbone width D.
         vocab_size: question-word embedding rows (capacity; the data vocabulary must fit).
         max_question_len: longest question in tokens, CLS included.
         image_size / channels / downsample: see `ConvSceneTokenizer`.
-        relation_layers: `GeometricRelationLayer`s on the image tokens before the backbone (0: none).
-        relation_heads: heads of each relation layer.
     """
 
     def __init__(
@@ -174,26 +175,20 @@ class VQAInputs(nn.Module):
         image_size: int = 75,
         channels: tuple[int, ...] = (32, 64, 128),
         downsample: Literal["stride", "maxpool"] = "stride",
-        relation_layers: int = 0,
-        relation_heads: int = 8,
     ) -> None:
         super().__init__()
         self.vocab_size, self.max_question_len = vocab_size, max_question_len
         self.image = ConvSceneTokenizer(
             dim=dim, image_size=image_size, channels=tuple(channels), downsample=downsample
         )
-        self.relations = nn.Sequential(
-            *(GeometricRelationLayer(dim=dim, num_heads=relation_heads) for _ in range(relation_layers))
-        )
         # unit-scale word embeddings (nn.Embedding's default): a word's identity must not drown under
         # the first residual updates of the fusion blocks, or the colour word is lost before it can
         # query the image
         self.words = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.word_positions = nn.Parameter(torch.randn(max_question_len, dim) * 0.02)
-        self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: question, 1: image
 
     def image_tokens(self, batch: dict[str, Any]) -> Tensor:
-        return self.relations(self.image(batch["image"]))  # (B, N, D)
+        return self.image(batch["image"])  # (B, N, D)
 
     def question_tokens(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """(B, Q, L, D) question embeddings and their (B, Q, L) token mask (True = real token)."""
@@ -201,7 +196,8 @@ class VQAInputs(nn.Module):
         length = tokens.shape[-1]
         if length > self.max_question_len:
             raise ValueError(
-                f"a question has {length} tokens, more than model.max_question_len={self.max_question_len}; raise it"
+                f"a question has {length} tokens, more than model.tasks.vqa.adapter.max_question_len="
+                f"{self.max_question_len}; raise it"
             )
         return self.words(tokens) + self.word_positions[:length], tokens != 0
 
@@ -397,43 +393,74 @@ def joint_sequence(text: Tensor, text_mask: Tensor, image: Tensor, modality: Ten
     return torch.cat([text, image], dim=1), mask
 
 
-class VQAModule(AttnLabModule):
-    """AttnLabModule whose ``vqa`` task routes image and question through the chosen fusion.
+class VQARoute(TaskRoute):
+    """How VQA runs the shared backbone: image and question through the chosen fusion -> (B, Q, F).
+
+    - ``cross``: relation layers and the backbone once per image, then `CrossModalFusion` per
+      (image, question) pair;
+    - ``joint``: relation layers once per image, then the backbone over [question; image] tokens
+      per question with modality embeddings; the CLS (first question token) is the output;
+    - ``concat``: the no-attention baseline: `ConcatFusion` of the conv stem's tokens and a GRU
+      question encoding; no relation layer, no backbone.
+
+    Only the chosen fusion's layers are built, so every parameter gets a gradient (DDP).
 
     Args:
-        fusion: ``cross`` (bidirectional cross-modal blocks over the backbone-encoded image),
-            ``joint`` (the backbone over [question; image] tokens) or ``concat`` (no attention: the
-            adapter's geometric relation layers are dropped too).
-        **kwargs: see `AttnLabModule`; the task's adapter must be `VQAInputs` and its head `VQAHead`
-            built with the same fusion.
+        dim: backbone width D.
+        fusion: ``cross`` | ``joint`` | ``concat`` (``task.fusion``).
+        relation_layers / relation_heads: `GeometricRelationLayer`s on the image tokens before the
+            backbone (cross and joint; 0: none).
+        fusion_depth / text_depth / num_heads / mlp_ratio / bidirectional / layer_scale_init:
+            `CrossModalFusion` options (cross only).
     """
 
-    def __init__(self, *, fusion: Fusion = "cross", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        fusion: Fusion = "cross",
+        relation_layers: int = 0,
+        relation_heads: int = 8,
+        fusion_depth: int = 1,
+        text_depth: int = 0,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        bidirectional: bool = True,
+        layer_scale_init: float | None = None,
+    ) -> None:
+        super().__init__()
         if fusion not in FUSIONS:
-            raise ValueError(f"model.fusion='{fusion}' is unknown; choose one of {FUSIONS}")
-        super().__init__(**kwargs)
-        self.fusion = fusion
-        if fusion == "concat":  # the no-attention baseline: no token-to-token step anywhere
-            for adapter in self.adapters.values():
-                if isinstance(adapter, VQAInputs):
-                    adapter.relations = nn.Sequential()
-        for name, head in self.heads.items():
-            if getattr(head, "fusion_kind", None) != fusion:
-                raise ValueError(
-                    f"task '{name}' head was built for fusion={getattr(head, 'fusion_kind', None)}, the model for "
-                    f"{fusion}; set both from model.fusion"
-                )
+            raise ValueError(f"task.fusion='{fusion}' is unknown; choose one of {', '.join(FUSIONS)}")
+        self.fusion_kind, self.out_dim, self.uses_backbone = fusion, dim, fusion != "concat"
+        self.relations = nn.Sequential(
+            *(GeometricRelationLayer(dim=dim, num_heads=relation_heads)
+              for _ in range(relation_layers if fusion != "concat" else 0))
+        )
+        if fusion == "cross":
+            self.fusion = CrossModalFusion(
+                dim=dim, depth=fusion_depth, text_depth=text_depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                bidirectional=bidirectional, layer_scale_init=layer_scale_init,
+            )
+        elif fusion == "joint":
+            self.modality = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: question, 1: image
+        else:
+            self.fusion = ConcatFusion(dim=dim)
+            self.out_dim = self.fusion.out_dim
 
-    def forward(self, batch: dict[str, Any], task: str) -> dict[str, Tensor]:
-        inputs: VQAInputs = self.adapters[task]
-        text, text_mask = inputs.question_tokens(batch)  # (B, Q, L, D), (B, Q, L)
-        image = inputs.image_tokens(batch)  # (B, N, D)
-        if self.fusion == "joint":
-            tokens, mask = joint_sequence(text, text_mask, image, inputs.modality)
-            hidden = self.backbone(tokens, mask)  # (B*Q, L+N, D)
+    def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        if not isinstance(adapter, VQAInputs):
+            raise ValueError(
+                f"VQARoute needs the VQAInputs adapter, got {type(adapter).__name__}; "
+                "set model.tasks.<task>.adapter._target_=tasks.vqa.model.VQAInputs"
+            )
+        text, text_mask = adapter.question_tokens(batch)  # (B, Q, L, D), (B, Q, L)
+        image = self.relations(adapter.image_tokens(batch))  # (B, N, D), once per image
+        if self.fusion_kind == "joint":
+            tokens, mask = joint_sequence(text, text_mask, image, self.modality)
+            hidden = backbone(tokens, mask)  # (B*Q, L+N, D)
             fused = hidden[:, 0].reshape(*text.shape[:2], -1)  # CLS of each question: (B, Q, D)
         else:
-            if self.fusion == "cross":
-                image = self.backbone(image)  # each image encoded once: (B, N, D)
-            fused = self.heads[task].fusion(text, text_mask, batch["question_tokens"], image)  # (B, Q, F)
-        return self.heads[task](fused, batch["question_mask"], batch)
+            if self.fusion_kind == "cross":
+                image = backbone(image)  # each image encoded once: (B, N, D)
+            fused = self.fusion(text, text_mask, batch["question_tokens"], image)  # (B, Q, F)
+        return fused, batch["question_mask"]

@@ -18,11 +18,11 @@ FAMILY_KEYS = ["acc", "acc_relational", "acc_nonrelational", "acc/shape", "acc/c
 
 
 @pytest.mark.parametrize(
-    "fusion", ["cross", "cross model.tasks.vqa.head.fusion_depth=2 model.tasks.vqa.head.text_depth=1", "joint", "concat"]
+    "fusion", ["cross", "cross model.tasks.vqa.route.fusion_depth=2 model.tasks.vqa.route.text_depth=1", "joint", "concat"]
 )
 def test_fast_dev_run_each_fusion(train_cfg, fusion):
     name, *options = fusion.split()
-    cfg = train_cfg(*SMALL, "debug=fdr", f"model.fusion={name}", *options)
+    cfg = train_cfg(*SMALL, "debug=fdr", f"task.fusion={name}", *options)
     cli.train(cfg)
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     for key in FAMILY_KEYS:
@@ -47,7 +47,7 @@ def test_each_image_is_encoded_once_per_batch(train_cfg):
 def test_answers_to_an_images_questions_depend_on_that_image_only(train_cfg):
     from hydra.utils import instantiate
 
-    cfg = train_cfg(*SMALL, "model.tasks.vqa.head.fusion_depth=2")
+    cfg = train_cfg(*SMALL, "model.tasks.vqa.route.fusion_depth=2")
     data = instantiate(cfg.data)
     data.setup("fit")
     model = cli._build_model(cfg.model, {}).eval()
@@ -94,5 +94,5 @@ def test_concat_baseline_has_no_token_to_token_step(train_cfg):
     from tasks.vqa.model import GeometricRelationLayer
 
     for fusion, expected in (("cross", 1), ("concat", 0)):
-        model = cli._build_model(train_cfg(*SMALL, f"model.fusion={fusion}").model, {})
+        model = cli._build_model(train_cfg(*SMALL, f"task.fusion={fusion}").model, {})
         assert sum(isinstance(m, GeometricRelationLayer) for m in model.modules()) == expected

@@ -106,8 +106,12 @@ class HFDataModule(L.LightningDataModule, ABC):
         """One raw row -> what `collate` takes (the default `wrap_split` applies it per sample)."""
 
     def wrap_split(self, split: Dataset, name: str) -> TorchDataset:
-        """One loaded split -> the torch Dataset its loader reads; default: rows through `preprocess`."""
-        train = name == "train"
+        """One loaded split -> the torch Dataset its loader reads; default: rows through `preprocess`.
+
+        Training rows get train-time preprocessing (augmentation) except when overfitting, where one
+        fixed batch must stay fixed (``trainer.overfit_batches``, the ``debug=overfit`` preset).
+        """
+        train = name == "train" and not self.overfitting
         return PreprocessedSplit(split, lambda row: self.preprocess(row, train=train), name=name, origin=self.origin)
 
     @abstractmethod
@@ -119,6 +123,11 @@ class HFDataModule(L.LightningDataModule, ABC):
         return dataset
 
     # ---- loading ---------------------------------------------------------------------------
+    @property
+    def overfitting(self) -> bool:
+        """True under ``trainer.overfit_batches``: training batches are then fixed (no shuffling, no augmentation)."""
+        return bool(self.trainer is not None and self.trainer.overfit_batches)
+
     @property
     def built_path(self) -> Path:
         return self.data_dir / self.task_name / params_fingerprint(self.builder_params())
@@ -217,7 +226,8 @@ class HFDataModule(L.LightningDataModule, ABC):
         return DataLoader(
             split,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            sampler=EpochSeededSampler(len(split), seed=self.seed) if shuffle else None,
+            # Lightning un-shuffles only its own RandomSampler when overfitting; this one is ours
+            sampler=EpochSeededSampler(len(split), seed=self.seed) if shuffle and not self.overfitting else None,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,28 +13,36 @@ from torch import Tensor, nn
 
 from attnlab.training.head import TaskHead
 from attnlab.training.optim import build_optimizer
+from attnlab.training.route import EncoderRoute, TaskRoute
 
 STAGES = ("train", "val", "test")
 
 
 @dataclass
 class TaskSpec:
-    """How one task plugs into the shared backbone.
+    """How one task plugs into the shared backbone: adapter -> route (through the backbone) -> head.
 
-    `adapter` and `head` are factories (Hydra ``_partial_``) completed with ``dim=`` of the built
-    backbone, so any backbone preset (or a timm model of unknown width) composes with any task.
+    All three are factories (Hydra ``_partial_``) completed by the module: the adapter and the route
+    with ``dim=`` of the built backbone, the head with ``dim=`` of the route's output
+    (``route.out_dim``), so any backbone preset (or a timm model of unknown width) composes with any
+    task. ``route=None`` is the default `EncoderRoute`, ``head(backbone(*adapter(batch)))``.
     """
 
     adapter: Callable[..., nn.Module]
     head: Callable[..., TaskHead]
+    route: Callable[..., TaskRoute] | None = None
     loss_weight: float = 1.0
 
 
 class AttnLabModule(L.LightningModule):
-    """outputs = head(backbone(*adapter(batch)), batch); owns losses, metrics and optimisation.
+    """outputs = head(*route(backbone, adapter, batch), batch) per task; owns losses, metrics and optimisation.
+
+    One generic class for every task: what differs between tasks lives in their `TaskSpec` parts
+    (adapter, route, head), never in a subclass, so any tasks can share one backbone in one run.
 
     Args:
-        backbone: shared encoder with ``.dim``; ``takes_pixels`` backbones get raw images.
+        backbone: shared encoder with ``.dim``; ``takes_pixels`` backbones get raw images. Not held
+            when no task's route uses it (``route.uses_backbone``).
         tasks: task name -> TaskSpec. One entry is a single-task run; with several, each batch is
             a dict {task name: task batch} and the weighted losses are summed.
         optimizer: partial optimizer, called with parameter groups.
@@ -57,17 +66,18 @@ class AttnLabModule(L.LightningModule):
         if not tasks:
             raise ValueError("model.tasks is empty; a run needs at least one task")
         self.save_hyperparameters("run_config", "weight_decay")
-        self.backbone = backbone
-        self.adapters = nn.ModuleDict({name: spec.adapter(dim=backbone.dim) for name, spec in tasks.items()})
-        self.heads = nn.ModuleDict({name: spec.head(dim=backbone.dim) for name, spec in tasks.items()})
+        takes_pixels = bool(getattr(backbone, "takes_pixels", False))
+        self.adapters = nn.ModuleDict(
+            {name: _build_adapter(spec.adapter, dim=backbone.dim, takes_pixels=takes_pixels, task=name)
+             for name, spec in tasks.items()}
+        )
+        self.routes = nn.ModuleDict(
+            {name: (spec.route or EncoderRoute)(dim=backbone.dim) for name, spec in tasks.items()}
+        )
+        self.heads = nn.ModuleDict({name: spec.head(dim=self.routes[name].out_dim) for name, spec in tasks.items()})
         self.loss_weights = {name: spec.loss_weight for name, spec in tasks.items()}
-        if getattr(backbone, "takes_pixels", False):
-            for name, adapter in self.adapters.items():
-                if not hasattr(adapter, "pixels"):
-                    raise ValueError(
-                        f"backbone {type(backbone).__name__} takes images, but task '{name}' uses the "
-                        f"{type(adapter).__name__} adapter; use a token backbone (backbone=tiny|compact|small|base)"
-                    )
+        # build only what is used: a backbone no route calls would be a block of unused parameters
+        self.backbone = backbone if any(route.uses_backbone for route in self.routes.values()) else None
         # one metric collection per stage and task, logged as {stage}/{task}/{metric}
         self.metrics = nn.ModuleDict(
             {
@@ -83,14 +93,8 @@ class AttnLabModule(L.LightningModule):
         return list(self.heads.keys())
 
     def forward(self, batch: dict[str, Any], task: str) -> dict[str, Tensor]:
-        adapter = self.adapters[task]
-        if getattr(self.backbone, "takes_pixels", False):
-            images, _ = adapter.pixels(batch)
-            hidden, mask = self.backbone(images), None  # (B, N, D): the backbone makes its own token grid
-        else:
-            tokens, mask = adapter(batch)
-            hidden = self.backbone(tokens, mask)  # (B, N, D)
-        return self.heads[task](hidden, mask, batch)
+        features, mask = self.routes[task](self.backbone, self.adapters[task], batch)
+        return self.heads[task](features, mask, batch)
 
     def _per_task(self, batch: Any) -> dict[str, dict[str, Any]]:
         if len(self.heads) == 1:
@@ -152,3 +156,16 @@ def _batch_size(batch: dict[str, Any]) -> int:
         if isinstance(value, Tensor) and value.dim() > 0:
             return int(value.shape[0])
     return 1
+
+
+def _build_adapter(factory: Callable[..., nn.Module], *, dim: int, takes_pixels: bool, task: str) -> nn.Module:
+    """The task's adapter for this backbone: pixel backbones get one that builds no embedding layers."""
+    if not takes_pixels:
+        return factory(dim=dim)
+    if "pixels_only" not in inspect.signature(factory).parameters:
+        name = getattr(factory, "func", factory).__name__
+        raise ValueError(
+            f"the backbone takes images, but task '{task}' uses the {name} adapter, which cannot hand it raw "
+            "images; use a token backbone (backbone=tiny|compact|small|base)"
+        )
+    return factory(dim=dim, pixels_only=True)
