@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 os.environ.setdefault("ATTNLAB_ROOT", os.path.dirname(os.path.abspath(__file__)))
-import attnlab.cli  # noqa: E402  (registers the config resolvers)
+import attnlab.cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from attnlab.checkpoints import check_checkpoint_task, load_checkpoint
+from attnlab.checkpoints import build_model, check_checkpoint_task, load_checkpoint, restore_from_checkpoint
 from attnlab.config import to_plain  # also registers the resolvers
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,7 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def _build_model(model_cfg: DictConfig, run_config: dict[str, Any]) -> L.LightningModule:
-    """Instantiate the module; the run config is passed afterwards so Hydra does not instantiate it."""
-    build = instantiate(model_cfg, _partial_=True, _convert_="all")
-    return build(run_config=run_config)
+_build_model = build_model  # the name tests and scripts use
 
 
 @rank_zero_only
@@ -52,17 +49,23 @@ def _write_config(path: Path, cfg: dict[str, Any]) -> None:
     path.write_text(OmegaConf.to_yaml(cfg))
 
 
+def _gather_records(trainer: L.Trainer, batches: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every process's prediction records (under DDP each predicts its own share of the split), rank by rank."""
+    records = [record for batch in batches for record in batch]
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[list[dict[str, Any]]] = [[] for _ in range(trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, records)
+        records = [record for part in gathered for record in part]
+    return records
+
+
 @rank_zero_only
-def _write_predictions(path: Path, batches: list[list[dict[str, Any]]]) -> int:
+def _write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
-    count = 0
     with tmp.open("w") as handle:
-        for batch in batches:
-            for record in batch:
-                handle.write(json.dumps(record) + "\n")
-                count += 1
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
     tmp.replace(path)
-    return count
 
 
 @rank_zero_only
@@ -70,6 +73,16 @@ def _mark_failed(output_dir: Path, err: BaseException) -> None:
     """A failed run gets FAILED (and never results.json), so it cannot look complete."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "FAILED").write_text("".join(traceback.format_exception(err)))
+
+
+@rank_zero_only
+def _archive_earlier_failure(output_dir: Path) -> None:
+    """A resumed run starts clean: an earlier FAILED moves (appended) to FAILED.earlier, kept for the record."""
+    failed = output_dir / "FAILED"
+    if failed.exists():
+        with (output_dir / "FAILED.earlier").open("a") as earlier:
+            earlier.write(failed.read_text())
+        failed.unlink()
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -108,8 +121,9 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> float | None:
-    if cfg.get("ckpt_path"):  # resuming: check the checkpoint before anything is built
+    if cfg.get("ckpt_path"):  # resuming (or testing): check the checkpoint before anything is built
         check_checkpoint_task(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path, cfg.task.name)
+    _archive_earlier_failure(output_dir)
     L.seed_everything(cfg.seed, workers=True)
     run_config = to_plain(cfg)
     datamodule = instantiate(cfg.data)
@@ -130,9 +144,14 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
         train_metrics = _scalars(trainer.callback_metrics)
         test_metrics: dict[str, float] = {}
         if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-            if not best:
-                log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
+            if cfg.get("train", True):
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+                if not best:
+                    log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
+            else:  # train=false: test the given checkpoint's weights (eval.py also rebuilds its config)
+                best = cfg.get("ckpt_path")
+                if not best:
+                    log.warning("train=false without ckpt_path: testing freshly initialised weights")
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             test_metrics = _scalars(trainer.callback_metrics)
             test_metrics = {k: v for k, v in test_metrics.items() if k.startswith("test/")}
@@ -167,35 +186,19 @@ def _data_overrides(cfg: DictConfig) -> list[str]:
 def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if not cfg.get("ckpt_path"):
         raise ValueError("eval.py needs ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    if cfg.get("task"):  # `task=<name>` on the command line guards against a checkpoint of another task
-        check_checkpoint_task(checkpoint, cfg.ckpt_path, cfg.task.name)
-    run_cfg = OmegaConf.create(checkpoint["hyper_parameters"]["run_config"])
-    with open_dict(run_cfg):
-        for key in _data_overrides(cfg):  # eval-time data.* overrides replace the stored values
-            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=False)
-        run_cfg.data.data_dir = cfg.paths.data_dir  # caches live on this machine
-        backbone = run_cfg.model.backbone
-        if "pretrained" in backbone:  # the weights come from the checkpoint, never the hub
-            backbone.pretrained, backbone.pretrained_file = False, None
-    L.seed_everything(run_cfg.seed, workers=True)
-    datamodule = instantiate(run_cfg.data)
-    model = _build_model(run_cfg.model, OmegaConf.to_container(run_cfg))
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"checkpoint {cfg.ckpt_path} does not fit the model rebuilt from its own config: {str(err).splitlines()[0]}"
-        ) from err
-    datamodule_state = checkpoint.get(type(datamodule).__qualname__)
-    if datamodule_state:  # e.g. the vocabularies the model was trained with
-        datamodule.load_state_dict(datamodule_state)
-    del checkpoint
+    overrides = {key: OmegaConf.select(cfg, key) for key in _data_overrides(cfg)}  # eval-time data.* keys win
+    model, datamodule, run_cfg = restore_from_checkpoint(
+        cfg.ckpt_path,
+        data_overrides=overrides,
+        data_dir=cfg.paths.data_dir,  # caches live on this machine
+        expected_task=cfg.task.name if cfg.get("task") else None,  # `task=<name>` guards against another task's
+    )
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=_instantiate_all(cfg.get("callbacks")))
     trainer.test(model, datamodule=datamodule)
     metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
-    predictions = trainer.predict(model, datamodule=datamodule)
-    count = _write_predictions(output_dir / "predictions.jsonl", predictions) if predictions else 0
+    records = _gather_records(trainer, trainer.predict(model, datamodule=datamodule) or [])
+    count = len(records)
+    _write_predictions(output_dir / "predictions.jsonl", records)
     _write_json(
         output_dir / "results.json",
         {"task": run_cfg.task.name, "ckpt_path": str(cfg.ckpt_path), "data": to_plain(run_cfg.data), "test": metrics,

@@ -8,9 +8,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 
-def resume_or_new_run_dir(ckpt_path: str | None, new_dir: str) -> str:
-    """Run directory of a run: the checkpoint's own run when resuming from <run>/checkpoints/*.ckpt."""
-    if ckpt_path:
+def resume_or_new_run_dir(ckpt_path: str | None, train: bool | str, new_dir: str) -> str:
+    """Run directory of a run: the checkpoint's own run when resuming training from <run>/checkpoints/*.ckpt.
+
+    Testing a checkpoint without training (``train=false``) never writes into the run it came from:
+    it gets `new_dir`, so the original run's results.json and config.yaml stay as they were.
+    """
+    resuming = str(train).lower() not in ("false", "0", "no")
+    if ckpt_path and resuming:
         ckpt = Path(ckpt_path)
         if ckpt.parent.name == "checkpoints":
             return str(ckpt.parent.parent)

@@ -96,7 +96,7 @@ class ImageGroups(TorchDataset):
             if not isinstance(image, PILImage.Image):
                 raise TypeError(f"column 'image' holds {type(image).__name__}, not an image")
             pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-        except Exception as err:  # noqa: BLE001 - re-raised with the sample's address
+        except Exception as err:
             raise ValueError(
                 f"cannot read the image of sample {rows[0]} of split '{self.name}' in {self.origin}: "
                 f"{type(err).__name__}: {err}. Fix or drop that row and re-save the dataset."
@@ -150,9 +150,10 @@ class VQADataModule(HFDataModule):
 
     # ---- vocabularies (checkpointed through state_dict) ----------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"words": list(self.words), "answers": list(self.answer_names)}
+        return {**super().state_dict(), "words": list(self.words), "answers": list(self.answer_names)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
         self.words, self.answer_names = list(state_dict["words"]), list(state_dict["answers"])
         self._index_vocabularies()
 

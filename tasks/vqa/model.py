@@ -449,7 +449,7 @@ class VQARoute(TaskRoute):
 
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         if not isinstance(adapter, VQAInputs):
-            raise ValueError(
+            raise TypeError(
                 f"VQARoute needs the VQAInputs adapter, got {type(adapter).__name__}; "
                 "set model.tasks.<task>.adapter._target_=tasks.vqa.model.VQAInputs"
             )

@@ -74,7 +74,7 @@ def test_hub_schema_groups_by_image_and_scores_with_vqa_accuracy(vqa_style_dir, 
     assert batch["image"].shape == (3, 3, 20, 20) and batch["question_tokens"].shape[:2] == (3, 4)
     assert batch["question_mask"].all() and batch["answer_ids"].shape == (3, 4, 10)
 
-    head = VQAHead(dim=16, fusion="concat", num_answers=8, families=())
+    head = VQAHead(dim=16, num_answers=8, families=())
     logits = torch.full((3, 4, 8), -10.0)
     red = data.answer_index["red"]
     logits[..., red] = 10.0  # always answer "red"

@@ -95,6 +95,28 @@ def linear_attention(
     are full length. Groups come from `split`, whose backward concatenates the pieces once (slicing
     would write a zero-filled full-length gradient per group).
     """
+    out_dtype = q.dtype
+    with _float32_sums(q.device):
+        q, k, v = (x.to(_accumulation_dtype(x.dtype)) for x in (q, k, v))
+        out = _linear_attention(q, k, v, is_causal=is_causal, key_padding_mask=key_padding_mask,
+                                chunk_size=chunk_size, eps=eps)
+    return out.to(out_dtype)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for bf16 / fp16 inputs (running sums over thousands of keys lose the normaliser in
+    8 mantissa bits), the input dtype otherwise (float64 stays float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _float32_sums(device: torch.device) -> torch.autocast:
+    """Autocast off: under bf16-mixed it would run the summary matmuls in bf16 again."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _linear_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool, key_padding_mask: Tensor | None, chunk_size: int, eps: float
+) -> Tensor:
     k, v = _share_kv_heads(q, k, v)
     batch, heads, length, head_dim = q.shape
     value_dim = v.shape[-1]
@@ -143,13 +165,19 @@ def linear_attention_weights(
     key_padding_mask: Tensor | None = None,
     eps: float = 1e-6,
 ) -> Tensor:
-    """Dense (B, H, Tq, Tk) weights of linear attention (O(Tq Tk)); causal is lower-right aligned."""
-    k, _ = _share_kv_heads(q, k, k)
-    phi_q, phi_k = elu_feature_map(q), _key_features(k, _keep(key_padding_mask, q.dtype))
-    scores = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Tq, Tk)
-    if is_causal:
-        scores = scores * causal_mask(q.shape[2], k.shape[2], q.device).to(scores.dtype)
-    return scores / (scores.sum(-1, keepdim=True) + eps)
+    """Dense (B, H, Tq, Tk) weights of linear attention (O(Tq Tk)); causal is lower-right aligned.
+
+    Computed in float32 at least (returned in q's dtype), like `linear_attention`.
+    """
+    out_dtype = q.dtype
+    with _float32_sums(q.device):
+        q, k = q.to(_accumulation_dtype(q.dtype)), k.to(_accumulation_dtype(k.dtype))
+        k, _ = _share_kv_heads(q, k, k)
+        phi_q, phi_k = elu_feature_map(q), _key_features(k, _keep(key_padding_mask, q.dtype))
+        scores = phi_q @ phi_k.transpose(-2, -1)  # (B, H, Tq, Tk)
+        if is_causal:
+            scores = scores * causal_mask(q.shape[2], k.shape[2], q.device).to(scores.dtype)
+        return (scores / (scores.sum(-1, keepdim=True) + eps)).to(out_dtype)
 
 
 class LinearAttention(MultiHeadAttention):
@@ -197,7 +225,9 @@ class LinearAttention(MultiHeadAttention):
             weights = linear_attention_weights(q, k, is_causal=is_causal, key_padding_mask=key_padding_mask)
             if k.shape[1] != q.shape[1]:
                 v = v.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-            return weights @ v, (weights if need_weights else None)
+            with _float32_sums(q.device):  # the weighted sum over every cached key, in float32 too
+                out = (weights.to(_accumulation_dtype(v.dtype)) @ v.to(_accumulation_dtype(v.dtype))).to(v.dtype)
+            return out, (weights if need_weights else None)
         out = linear_attention(
             q, k, v, is_causal=is_causal, key_padding_mask=key_padding_mask, chunk_size=self.chunk_size
         )

@@ -27,6 +27,16 @@ class KVCache:
         self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
         return self.k, self.v
 
+    def select(self, indices: Tensor) -> KVCache:
+        """Keep batch rows `indices` (N,) long in that order, repeats allowed (beam reordering/expansion).
+
+        In place (an empty cache stays empty); returns self.
+        """
+        if self.k is not None and self.v is not None:
+            self.k = self.k.index_select(0, indices)  # (N, Hkv, S, Dh)
+            self.v = self.v.index_select(0, indices)
+        return self
+
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: fused QKV projection for self-attention, separate Q and KV for cross.

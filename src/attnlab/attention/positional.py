@@ -19,7 +19,7 @@ from torch import Tensor, nn
 class PositionalEncoding(nn.Module):
     """No positional information (the identity at all three hooks)."""
 
-    def embed(self, x: Tensor) -> Tensor:  # x: (B, N, D)
+    def embed(self, x: Tensor, *, start: int = 0) -> Tensor:  # x: (B, N, D) at positions start..start+N
         return x
 
     def rotate(self, q: Tensor, k: Tensor, *, q_start: int = 0, k_start: int = 0) -> tuple[Tensor, Tensor]:
@@ -44,9 +44,10 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
         table[:, 1::2] = torch.cos(position * freq[: dim // 2])
         self.register_buffer("table", table, persistent=False)  # (L, D)
 
-    def embed(self, x: Tensor) -> Tensor:
-        _check_length(x.shape[1], self.table.shape[0])
-        return x + self.table[: x.shape[1]].to(x.dtype)
+    def embed(self, x: Tensor, *, start: int = 0) -> Tensor:
+        """x (B, N, D) plus the encodings of positions start..start+N (start > 0 when decoding with a cache)."""
+        _check_length(start + x.shape[1], self.table.shape[0])
+        return x + self.table[start : start + x.shape[1]].to(x.dtype)
 
 
 class LearnedPositionalEncoding(PositionalEncoding):
@@ -56,9 +57,10 @@ class LearnedPositionalEncoding(PositionalEncoding):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # (L, D)
 
-    def embed(self, x: Tensor) -> Tensor:
-        _check_length(x.shape[1], self.weight.shape[0])
-        return x + self.weight[: x.shape[1]].to(x.dtype)
+    def embed(self, x: Tensor, *, start: int = 0) -> Tensor:
+        """x (B, N, D) plus the embeddings of positions start..start+N (start > 0 when decoding with a cache)."""
+        _check_length(start + x.shape[1], self.weight.shape[0])
+        return x + self.weight[start : start + x.shape[1]].to(x.dtype)
 
 
 def _check_length(length: int, max_len: int) -> None:

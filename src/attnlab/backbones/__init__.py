@@ -1,6 +1,32 @@
-"""Backbones: encoder stacks built from `attnlab.attention`, and adapters for timm models."""
+"""Backbones: encoder and decoder stacks built from `attnlab.attention`, generation (greedy / beam search),
+and adapters for timm models."""
 
+from attnlab.backbones.decoder import DecoderBlock, DecoderCache, TransformerDecoder
+from attnlab.backbones.features import grid_to_tokens, take_indices, tokens_to_grid
+from attnlab.backbones.generation import (
+    GenerationConfig,
+    beam_search,
+    generate,
+    gnmt_length_penalty,
+    greedy_search,
+)
 from attnlab.backbones.timm_backbone import TimmBackbone
 from attnlab.backbones.transformer import EncoderBlock, FeedForward, TransformerEncoder
 
-__all__ = ["EncoderBlock", "FeedForward", "TimmBackbone", "TransformerEncoder"]
+__all__ = [
+    "DecoderBlock",
+    "DecoderCache",
+    "EncoderBlock",
+    "FeedForward",
+    "GenerationConfig",
+    "TimmBackbone",
+    "TransformerDecoder",
+    "TransformerEncoder",
+    "beam_search",
+    "generate",
+    "gnmt_length_penalty",
+    "greedy_search",
+    "grid_to_tokens",
+    "take_indices",
+    "tokens_to_grid",
+]

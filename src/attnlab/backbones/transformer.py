@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention import MultiHeadAttention, build_positional_encoding
+from attnlab.attention import AxialRotaryPositionalEncoding, MultiHeadAttention, build_positional_encoding
+from attnlab.backbones.features import take_indices
 
 AttentionFactory = Callable[..., nn.Module]  # called as factory(dim=D, num_heads=H)
 
@@ -75,7 +78,9 @@ class TransformerEncoder(nn.Module):
     """Stack of pre-norm encoder blocks over token sequences.
 
     Contract: ``forward(tokens (B, N, D), mask (B, N) bool | None) -> hidden (B, N, D)``, mask True
-    for real tokens. Attention type and positional encoding are configuration.
+    for real tokens. Attention type and positional encoding are configuration. Intermediate block
+    outputs come from `forward_intermediates` (segmentation pyramids, probing) or `forward_features`
+    (every state plus attention maps, for analysis).
 
     Args:
         dim: model width D.
@@ -86,6 +91,10 @@ class TransformerEncoder(nn.Module):
         attention: factory ``(dim=, num_heads=) -> module`` (a Hydra ``_partial_``); default SDPA
             multi-head attention.
         pos_encoding: name in `attnlab.attention.POSITIONAL_ENCODINGS` (none, sinusoidal, learned, ...).
+        pos_encoding_options: extra constructor arguments of that encoding, e.g. ``{grid: [4, 2, 3]}``
+            for rope3d over a (T, H, W) = 4x2x3 token grid (otherwise inferred as a square/cube), or
+            ``{base: 500000.0}`` for rope. A grid must match the sequence: N = prod(grid) + up to
+            ``max_prefix`` (default 8) leading CLS/register tokens.
         max_len: longest sequence the positional encoding supports.
         layer_scale_init: if set, every residual branch is scaled by a learned per-channel factor
             starting at this value (e.g. 1e-2), so the stack starts near the identity and keeps token
@@ -104,13 +113,16 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         attention: AttentionFactory | None = None,
         pos_encoding: str = "none",
+        pos_encoding_options: dict[str, Any] | None = None,
         max_len: int = 4096,
         layer_scale_init: float | None = None,
     ) -> None:
         super().__init__()
         attention = attention or partial(MultiHeadAttention)
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
-        self.positions = build_positional_encoding(pos_encoding, dim=dim, num_heads=num_heads, max_len=max_len)
+        self.positions = _build_positions(
+            pos_encoding, pos_encoding_options, dim=dim, num_heads=num_heads, max_len=max_len
+        )
         self.blocks = nn.ModuleList(
             EncoderBlock(
                 dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, attention=attention,
@@ -129,7 +141,7 @@ class TransformerEncoder(nn.Module):
         self, tokens: Tensor, mask: Tensor | None = None, *, need_weights: bool = False
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Returns (final hidden (B, N, D), every block's output, every block's (B, H, N, N) weights)."""
-        x = self.positions.embed(tokens)
+        x = self._embed(tokens)  # (B, N, D)
         states, weights = [], []
         for block in self.blocks:
             x, block_weights = block(x, mask=mask, positions=self.positions, need_weights=need_weights)
@@ -137,6 +149,73 @@ class TransformerEncoder(nn.Module):
             if block_weights is not None:
                 weights.append(block_weights)
         return self.norm(x), states, weights
+
+    def forward_intermediates(
+        self,
+        tokens: Tensor,
+        mask: Tensor | None = None,
+        *,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Final hidden state plus selected block outputs, in timm's `forward_intermediates` convention.
+
+        Args:
+            tokens: (B, N, D) input tokens; mask: (B, N) bool, True for real tokens.
+            indices: None -> every block; int n -> the last n blocks; a sequence -> those blocks in
+                the order given (negative counts from the end, -1 is the last block).
+            norm: pass each selected output through the final LayerNorm (the last one then equals
+                `forward`).
+
+        Returns:
+            (final hidden (B, N, D) == forward(tokens, mask), list of (B, N, D) block outputs).
+            `tokens_to_grid` turns each into a (B, D, H, W) map for a segmentation decoder.
+        """
+        taken = take_indices(self.depth, indices, what="blocks")
+        wanted = set(taken)
+        x = self._embed(tokens)  # (B, N, D)
+        outputs: dict[int, Tensor] = {}
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, mask=mask, positions=self.positions)  # (B, N, D)
+            if i in wanted:
+                outputs[i] = self.norm(x) if norm else x
+        return self.norm(x), [outputs[i] for i in taken]
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        """Check the sequence against an explicit positional grid, then add absolute positions."""
+        if isinstance(self.positions, AxialRotaryPositionalEncoding) and self.positions.grid is not None:
+            grid, length = self.positions.grid, tokens.shape[1]
+            prefix = length - math.prod(grid)
+            if not 0 <= prefix <= self.positions.max_prefix:
+                raise ValueError(
+                    f"backbone.pos_encoding_options.grid={list(grid)} holds {math.prod(grid)} tokens but the "
+                    f"sequence has {length} (allowing up to {self.positions.max_prefix} leading prefix tokens); "
+                    "set the grid to the adapter's token grid (e.g. frames/tubelet, rows, cols) or raise "
+                    "backbone.pos_encoding_options.max_prefix"
+                )
+        return self.positions.embed(tokens)  # (B, N, D)
+
+
+def _build_positions(
+    kind: str, options: dict[str, Any] | None, *, dim: int, num_heads: int, max_len: int
+) -> nn.Module:
+    """`build_positional_encoding(kind, ..., **options)` with config-friendly options (lists -> tuples)."""
+    options = dict(options or {})  # a Hydra DictConfig arrives here too
+    if options.get("grid") is not None:
+        options["grid"] = tuple(int(n) for n in options["grid"])  # [4, 2, 3] (YAML list) -> (4, 2, 3)
+        axes = {"rope2d": 2, "rope3d": 3}.get(kind)
+        if axes is not None and len(options["grid"]) != axes:
+            raise ValueError(
+                f"backbone.pos_encoding_options.grid={list(options['grid'])} must have {axes} sizes for "
+                f"backbone.pos_encoding={kind} ({'(H, W)' if axes == 2 else '(T, H, W)'})"
+            )
+    try:
+        return build_positional_encoding(kind, dim=dim, num_heads=num_heads, max_len=max_len, **options)
+    except TypeError as err:  # an option the encoding's constructor does not take
+        raise ValueError(
+            f"backbone.pos_encoding_options={options} do not fit backbone.pos_encoding='{kind}' ({err}); "
+            "remove the unknown keys or pick an encoding that takes them"
+        ) from err
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import lightning as L
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from attnlab.data.fingerprint import params_fingerprint
@@ -91,6 +91,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.splits: dict[str, TorchDataset] = {}
+        self._train_position: dict[str, int] | None = None  # set by a checkpoint (mid-epoch resume)
 
     # ---- what a task defines -------------------------------------------------------------
     @abstractmethod
@@ -221,17 +222,79 @@ class HFDataModule(L.LightningDataModule, ABC):
             self.splits[split_name] = self.wrap_split(dataset[split_name], split_name)
 
     # ---- loaders ---------------------------------------------------------------------------
+    def batch_sampler(
+        self, split_name: str, dataset: TorchDataset, *, shuffle: bool, num_replicas: int = 1, rank: int = 0
+    ) -> Sampler[list[int]] | None:
+        """Hook: the batch sampler of one split's loader, or None (default) for batches of ``batch_size``.
+
+        Return e.g. a `LengthBucketBatchSampler` over the items' lengths for length bucketing and
+        token-budget batches. ``shuffle`` is True for training (False when overfitting: fixed batches);
+        ``num_replicas`` / ``rank`` are the trainer's data-parallel size and this process's rank (1 / 0
+        without a trainer), and the sampler must shard by them itself: Lightning cannot inject its
+        DistributedSampler into a custom batch sampler, so a DDP run needs
+        ``trainer.use_distributed_sampler=false`` (the splits this hook returns None for shard themselves
+        anyway). For evaluation splits pass ``even_batches=False`` so every item is counted once; a
+        sampler with ``resume_at(epoch, batches)`` continues a run resumed mid-epoch where it stopped.
+        """
+        return None
+
     def _loader(self, split_name: str, *, shuffle: bool) -> DataLoader:
+        """Training: epoch-seeded shuffle, padded to equal shares under DDP, resumable mid-epoch.
+        Evaluation: the plain order, each item on exactly one rank (every test item counted once)."""
         split = self.splits[split_name]
+        replicas = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        num_replicas, rank = replicas.get("num_replicas", 1), replicas.get("rank", 0)
+        shuffle = shuffle and not self.overfitting  # one fixed batch when overfitting
+        resume = self._train_position if split_name == "train" else None
+        batches = self.batch_sampler(split_name, split, shuffle=shuffle, num_replicas=num_replicas, rank=rank)
+        if batches is not None:
+            connector = getattr(self.trainer, "_accelerator_connector", None)
+            if num_replicas > 1 and getattr(connector, "use_distributed_sampler", False):
+                raise ValueError(
+                    f"{type(self).__name__}.batch_sampler gives split '{split_name}' a {type(batches).__name__}, "
+                    f"which shards itself across the {num_replicas} ranks, but Lightning would try to wrap it in a "
+                    "DistributedSampler (and fail); set trainer.use_distributed_sampler=false"
+                )
+            if resume is not None and hasattr(batches, "resume_at"):
+                batches.resume_at(resume["epoch"], resume["batches"])
+            return DataLoader(
+                split,
+                batch_sampler=batches,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        sampler = None  # overfitting: Lightning serves the first batch(es) in order
+        if split_name != "train" or not self.overfitting:
+            # a DistributedSampler subclass that shards itself: Lightning keeps it instead of wrapping it
+            sampler = EpochSeededSampler(
+                len(split), seed=self.seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank, even=shuffle
+            )
+            if resume is not None:
+                sampler.resume_at(resume["epoch"], resume["batches"] * self.batch_size)
         return DataLoader(
             split,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            # Lightning un-shuffles only its own RandomSampler when overfitting; this one is ours
-            sampler=EpochSeededSampler(len(split), seed=self.seed) if shuffle and not self.overfitting else None,
+            sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    # ---- checkpointed state -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in its epoch, so a resumed run skips the batches already trained on.
+
+        Subclasses with state of their own (vocabularies) extend this dict and `load_state_dict`.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        completed = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"train_position": {"epoch": trainer.current_epoch, "batches": completed}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_position = state_dict.get("train_position")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
