@@ -99,7 +99,7 @@ def restore_from_checkpoint(
         backbone = run_cfg.model.backbone
         if "pretrained" in backbone:  # the weights come from the checkpoint, never the hub
             backbone.pretrained, backbone.pretrained_file = False, None
-    L.seed_everything(run_cfg.seed, workers=True)
+    L.seed_everything(run_cfg.seed, workers=True, verbose=False)
     try:
         datamodule = instantiate(run_cfg.data)
         model = build_model(run_cfg.model, OmegaConf.to_container(run_cfg))

@@ -1,4 +1,4 @@
-"""Bodies of `train.py` and `eval.py`: importable and testable without Hydra's decorator."""
+"""Bodies of `train.py`, `eval.py` and `predict.py`: importable and testable without Hydra's decorator."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -205,3 +207,96 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
          "num_predictions": count},
     )
     return metrics
+
+
+# keys of conf/predict.yaml that are not task inputs; every other top-level key is passed to the
+# task's predictor as an option (e.g. question="...")
+_PREDICT_KEYS = {"ckpt_path", "input", "viz", "task", "batch_size", "device", "paths", "hydra"}
+
+
+def predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run a checkpoint on raw inputs: predictions.jsonl, a printed table and, with viz=true, attention PNGs."""
+    return _marking_failure(_predict, cfg)
+
+
+def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
+    from attnlab.attention import capture_attention
+    from attnlab.training.predictor import predictor_for
+
+    if not cfg.get("ckpt_path"):
+        raise ValueError("predict.py needs ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)")
+    if cfg.get("input") in (None, ""):
+        raise ValueError("predict.py needs input=<file | directory | text | saved dataset directory>")
+    model, datamodule, run_cfg = restore_from_checkpoint(
+        cfg.ckpt_path,
+        data_dir=cfg.paths.data_dir,
+        expected_task=cfg.task.name if cfg.get("task") else None,
+    )
+    task = run_cfg.task.name
+    predictor = predictor_for(task, datamodule=datamodule)
+    options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _PREDICT_KEYS}
+    dataset, names = predictor.read(str(cfg.input), {k: v for k, v in options.items() if v is not None})
+    loader = torch.utils.data.DataLoader(
+        datamodule.wrap_split(dataset, "predict"), batch_size=int(cfg.batch_size), collate_fn=datamodule.collate
+    )
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    model = model.to(device).eval()
+    records: list[dict[str, Any]] = []
+    staging = output_dir / ".predict-incomplete"  # pictures land here first: nothing half-written is left
+    staging.mkdir(parents=True, exist_ok=True)
+    pictures: list[str] = []
+    with torch.no_grad():
+        for batch in loader:
+            batch = move_data_to_device(batch, device)
+            pattern = predictor.capture_pattern(model) if cfg.viz else None
+            with capture_attention(model, pattern=pattern) if cfg.viz else nullcontext({}) as captured:
+                outputs = model(batch, task)
+            batch_records = [
+                {"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)
+            ]
+            records += batch_records
+            if cfg.viz:
+                pictures += _save_figures(
+                    predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=batch_records),
+                    staging,
+                )
+    for name in pictures:
+        (staging / name).replace(output_dir / name)
+    staging.rmdir()
+    _write_predictions(output_dir / "predictions.jsonl", records)
+    _print_predictions(records, output_dir, pictures)
+    return records
+
+
+def _save_figures(figures: list[tuple[str, Any]], folder: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    from attnlab.analysis.heatmaps import FIGURE_DPI
+
+    names = []
+    for stem, figure in figures:
+        name = f"{stem}.png"
+        figure.savefig(folder / name, dpi=FIGURE_DPI)
+        plt.close(figure)
+        names.append(name)
+    return names
+
+
+@rank_zero_only
+def _print_predictions(records: list[dict[str, Any]], output_dir: Path, pictures: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} predictions -> {output_dir / 'predictions.jsonl'}")
+    columns = [c for c in ("input", "question", "prediction", "confidence", "target") if any(c in r for r in records)]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in records[:20]:
+        table.add_row(*(str(record.get(c, "")) for c in columns))
+    console = Console()
+    console.print(table)
+    if len(records) > 20:
+        console.print(f"... {len(records) - 20} more in predictions.jsonl")
+    if pictures:
+        console.print(f"{len(pictures)} attention picture(s) in {output_dir}")

@@ -56,8 +56,8 @@ class AttentionPoolingClassifier(TaskHead):
     def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
         probs = outputs["logits"].float().softmax(-1)
         confidence, labels = probs.max(-1)
-        return [
-            {"index": int(i), "prediction": int(p), "confidence": round(float(c), 6), "target": int(t)}
+        return [  # a target < 0 means unknown (raw inputs of predict.py): left out
+            {"index": int(i), "prediction": int(p), "confidence": round(float(c), 6), **({"target": int(t)} if t >= 0 else {})}
             for i, p, c, t in zip(batch["index"], labels, confidence, batch["label"])
         ]
 

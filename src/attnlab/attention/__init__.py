@@ -5,6 +5,7 @@ of `MultiHeadAttention`, so a backbone builds any of them from the ``attention``
 """
 
 from attnlab.attention.additive import AdditiveAttention, AdditiveScore, LuongAttention, MultiplicativeScore
+from attnlab.attention.capture import AttentionRecord, attention_layers, capture_attention
 from attnlab.attention.linear import LinearAttention, linear_attention
 from attnlab.attention.low_rank import LowRankAttention
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
@@ -38,6 +39,7 @@ __all__ = [
     "ALiBi",
     "AdditiveAttention",
     "AdditiveScore",
+    "AttentionRecord",
     "AxialRotaryPositionalEncoding",
     "KVCache",
     "LearnedPositionalEncoding",
@@ -51,7 +53,9 @@ __all__ = [
     "RotaryPositionalEncoding",
     "SinusoidalPositionalEncoding",
     "SlidingWindowAttention",
+    "attention_layers",
     "build_positional_encoding",
+    "capture_attention",
     "causal_mask",
     "linear_attention",
     "reference_attention",

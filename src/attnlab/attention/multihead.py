@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,12 @@ class MultiHeadAttention(nn.Module):
     """
 
     supports_cache = True  # variants that mix keys along the sequence set this to False
+    # set by `attnlab.attention.capture_attention`: called with q, k (after rotary positions), v and
+    # the (B, H, Tq, Tk) weights of every forward while a capture is active
+    recorder: Callable[..., None] | None = None
+    # set by `attnlab.attention.capture.edit_qkv`: ``q, k, v = qkv_editor(q=q, k=k, v=v)`` right before
+    # `attend` (q (B, H, Tq, Dh) and k (B, Hkv, Tk, Dh) after rotary positions and the KV cache), for ablations
+    qkv_editor: Callable[..., tuple[Tensor, Tensor, Tensor]] | None = None
 
     def __init__(
         self,
@@ -143,6 +150,9 @@ class MultiHeadAttention(nn.Module):
                 q, k = positions.rotate(q, k, q_start=q_start, k_start=q_start)
             if cache is not None:
                 k, v = cache.append(k, v)
+        if self.qkv_editor is not None:  # `edit_qkv` is on: the attention sees the edited q, k, v
+            q, k, v = self.qkv_editor(q=q, k=k, v=v)
+        recording = self.recorder is not None  # `capture_attention` is on: weights through the reference path
         out, weights = self.attend(
             q,
             k,
@@ -152,8 +162,10 @@ class MultiHeadAttention(nn.Module):
             is_causal=is_causal,
             positions=positions,
             q_start=q_start,
-            need_weights=need_weights,
+            need_weights=need_weights or recording,
         )
+        if recording:
+            self.recorder(q=q, k=k, v=v, weights=weights)
         batch, _, q_len, _ = out.shape
         out = self.out_proj(out.transpose(1, 2).reshape(batch, q_len, -1))  # (B, Tq, D)
         return (out, weights) if need_weights else out

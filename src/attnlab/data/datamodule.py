@@ -91,6 +91,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.splits: dict[str, TorchDataset] = {}
+        self.raw_splits: dict[str, Dataset] = {}
         self._train_position: dict[str, int] | None = None  # set by a checkpoint (mid-epoch resume)
 
     # ---- what a task defines -------------------------------------------------------------
@@ -218,8 +219,9 @@ class HFDataModule(L.LightningDataModule, ABC):
         if self.splits:
             return
         dataset = self.load(stage)
-        for split_name in [name for name in SPLITS if name in dataset]:
-            self.splits[split_name] = self.wrap_split(dataset[split_name], split_name)
+        self.raw_splits = {name: dataset[name] for name in SPLITS if name in dataset}  # rows in the task schema
+        for split_name, split in self.raw_splits.items():
+            self.splits[split_name] = self.wrap_split(split, split_name)
 
     # ---- loaders ---------------------------------------------------------------------------
     def batch_sampler(

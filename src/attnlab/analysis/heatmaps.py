@@ -1,0 +1,93 @@
+"""Attention pictures: token-grid maps overlaid on images, and query x key heatmaps with token labels.
+
+Task predictors (``tasks/<name>/predictor.py``) compose these into their figures; every picture has
+a title and a colour bar so it reads at a glance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed (or available on a cluster node)
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+
+def as_grid(weights: Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """(N,) weights over a row-major token grid -> (gh, gw) float array."""
+    gh, gw = grid
+    if weights.numel() != gh * gw:
+        raise ValueError(f"{weights.numel()} weights do not fill a {gh}x{gw} token grid")
+    return weights.detach().float().cpu().reshape(gh, gw).numpy()
+
+
+def square_grid(num_tokens: int) -> tuple[int, int]:
+    """(side, side) for a square number of tokens."""
+    side = round(num_tokens**0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} tokens do not form a square grid; pass the grid shape")
+    return side, side
+
+
+def overlay(
+    figure: Figure,
+    ax: Axes,
+    image: Image.Image | np.ndarray,
+    weights: np.ndarray,
+    *,
+    title: str,
+    label: str = "attention weight",
+    alpha: float = 0.6,
+) -> None:
+    """Draw `image` with the (gh, gw) `weights` stretched over it (one cell per token), a colour bar and a title."""
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, extent=(0, width, height, 0))
+    shown = ax.imshow(weights, cmap="inferno", alpha=alpha, extent=(0, width, height, 0), interpolation="nearest")
+    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=label)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def mark_cell(ax: Axes, row: int, col: int, *, grid: tuple[int, int], size: tuple[int, int], color: str = "cyan") -> None:
+    """Outline token (row, col) of a (gh, gw) grid drawn over an image of (height, width) pixels."""
+    cell_h, cell_w = size[0] / grid[0], size[1] / grid[1]
+    ax.add_patch(plt.Rectangle((col * cell_w, row * cell_h), cell_w, cell_h, fill=False, edgecolor=color, linewidth=2))
+
+
+def token_heatmap(
+    figure: Figure,
+    ax: Axes,
+    weights: np.ndarray,
+    *,
+    query_labels: Sequence[str],
+    key_labels: Sequence[str],
+    title: str,
+) -> None:
+    """(Tq, Tk) weights as a heatmap with the query tokens on the y axis and the key tokens on the x axis."""
+    shown = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
+    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    ax.set_xticks(range(len(key_labels)), key_labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(query_labels)), query_labels, fontsize=7)
+    ax.set_xlabel("keys")
+    ax.set_ylabel("queries")
+    ax.set_title(title, fontsize=9)
+
+
+FIGURE_DPI = 100  # pictures are (panel_size * panels + 0.6) x (panel_size + 0.7) inches at this resolution
+
+
+def new_figure(panels: int, *, title: str, panel_size: float = 3.2) -> tuple[Figure, list[Axes]]:
+    """A row of `panels` axes under a figure title (closed by the caller after saving at FIGURE_DPI)."""
+    figure, axes = plt.subplots(
+        1, panels, figsize=(panel_size * panels + 0.6, panel_size + 0.7), squeeze=False, layout="constrained"
+    )
+    figure.suptitle(title, fontsize=10)
+    return figure, list(axes[0])
