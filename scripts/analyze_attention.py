@@ -301,8 +301,10 @@ def write_report(out: Path, info: dict[str, Any], result: dict[str, Any]) -> Non
         lines.append("Nothing is flagged, so the ablation is the identity: every metric stays at its value above.")
     else:
         lines += [
-            (f"{abl['num_dims']} (head, dim) entries of Q and K in {len(abl['layers'])} layers replaced by their mean "
-            f"over the sequence; random: as many unflagged dims per head, {len(abl['random'])} seeds (mean ± sd)."),
+            f"{abl['num_dims']} (head, dim) entries of Q and K in {len(abl['layers'])} layers replaced by their mean "
+            + (f"({abl['num_noop']} of them in a one-token Q or K, which is its own mean: no change there) "
+               if abl["num_noop"] else "")
+            + f"over the sequence; random: as many unflagged dims per head, {len(abl['random'])} seeds (mean ± sd).",
             "",
             "| metric | before | massive dims replaced | random dims replaced |",
             "| --- | ---: | ---: | ---: |",
@@ -384,6 +386,11 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     print(f"metrics before: {baseline}; ablations ...", flush=True)
     ablation = ablations(model, task, batches, flags, args.seeds)
     ablation["layers"] = sorted(name for name, f in flags.items() if bool(f["q"].any() or f["k"].any()))
+    # a one-token sequence is its own mean: those entries are flagged but the replacement leaves them as they are
+    ablation["num_noop"] = sum(
+        int(flags[name][kind].sum()) for name in ablation["layers"] for kind, length in zip("qk", captured["shapes"][name])
+        if length == 1
+    )
 
     heads = {name: vars(stats) for name, stats in captured["heads"].items()}
     names = list(heads)
