@@ -224,7 +224,7 @@ def test_analyze_attention_script_writes_report_and_plots(train_cfg, tmp_path):
     # debug=fdr (one batch per stage) with checkpointing back on, so the run leaves a checkpoint
     cfg = train_cfg("debug=fdr", "trainer.fast_dev_run=false", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
                     "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "backbone.pos_encoding=rope",
-                    "logger=none", "callbacks.early_stopping=null")
+                    "logger=none", "callbacks.early_stopping=null", "test=false")
     cli.train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     out = tmp_path / "analysis"

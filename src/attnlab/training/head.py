@@ -22,7 +22,8 @@ class TaskHead(nn.Module, ABC):
 
     @abstractmethod
     def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
-        """One JSON-serialisable record per sample (written to predictions.jsonl)."""
+        """One JSON-serialisable record per prediction (written to predictions.jsonl), carrying the
+        dataset row it belongs to as ``index`` (or ``row`` when a sample holds several predictions)."""
 
     @abstractmethod
     def build_metrics(self) -> MetricCollection:
