@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention import KVCache, MultiHeadAttention, PositionalEncoding, build_positional_encoding
-from attnlab.backbones.transformer import FeedForward, LayerScale
+from attnlab.backbones.transformer import FeedForward, LayerScale, init_weights
 
 AttentionFactory = Callable[..., nn.Module]  # called as factory(dim=D, num_heads=H)
 
@@ -247,7 +247,7 @@ class TransformerDecoder(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for incremental decoding with this decoder."""
@@ -387,13 +387,3 @@ def _grow_mask(
     )
     cache.self_mask = torch.cat([past, new], dim=1)  # (B, L)
     return cache.self_mask
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -131,7 +131,7 @@ class TransformerEncoder(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         hidden, _, _ = self.forward_features(tokens, mask)
@@ -218,7 +218,8 @@ def _build_positions(
         ) from err
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """ViT-style initialisation: truncated-normal (std 0.02) linear weights, zero biases, unit LayerNorms."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
