@@ -211,7 +211,7 @@ def _evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
 # keys of conf/predict.yaml that are not task inputs; every other top-level key is passed to the
 # task's predictor as an option (e.g. question="...")
-_PREDICT_KEYS = {"ckpt_path", "input", "viz", "task", "batch_size", "device", "paths", "hydra"}
+_PREDICT_KEYS = {"ckpt_path", "input", "viz", "viz_max", "task", "batch_size", "device", "paths", "hydra"}
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -220,6 +220,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
+    import matplotlib.pyplot as plt
+
     from attnlab.attention import capture_attention
     from attnlab.training.predictor import predictor_for
 
@@ -249,18 +251,20 @@ def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
     with torch.no_grad():
         for batch in loader:
             batch = move_data_to_device(batch, device)
-            pattern = predictor.capture_pattern(model) if cfg.viz else None
-            with capture_attention(model, pattern=pattern) if cfg.viz else nullcontext({}) as captured:
+            draw = cfg.viz and len(pictures) < cfg.viz_max  # pictures of the first viz_max predictions only
+            pattern = predictor.capture_pattern(model) if draw else None
+            with capture_attention(model, pattern=pattern) if draw else nullcontext({}) as captured:
                 outputs = model(batch, task)
             batch_records = [
                 {"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)
             ]
             records += batch_records
-            if cfg.viz:
-                pictures += _save_figures(
-                    predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=batch_records),
-                    staging,
-                )
+            if draw:
+                figures = predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=batch_records)
+                keep = cfg.viz_max - len(pictures)
+                pictures += _save_figures(figures[:keep], staging)
+                for _, figure in figures[keep:]:  # drawn in the same batch beyond the cap
+                    plt.close(figure)
     for name in pictures:
         (staging / name).replace(output_dir / name)
     staging.rmdir()

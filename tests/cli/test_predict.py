@@ -66,11 +66,12 @@ def test_image_classification_directory_of_images(tmp_path, data_dir, checkpoint
 def test_image_classification_saved_dataset_keeps_its_labels(tmp_path, data_dir, checkpoints):
     disk = tmp_path / "four"
     DatasetDict({"test": build_digits(seed=0)["test"].select(range(4))}).save_to_disk(str(disk))
-    cfg, out = _predict(tmp_path, data_dir, f"ckpt_path={checkpoints['image_classification']}", f"input={disk}")
+    cfg, out = _predict(tmp_path, data_dir, f"ckpt_path={checkpoints['image_classification']}", f"input={disk}",
+                        "viz=true", "viz_max=3", "batch_size=2")
     records = cli.predict(cfg)
     assert [r["input"] for r in records] == [f"test[{i}]" for i in range(4)]
     assert [r["target"] for r in records] == build_digits(seed=0)["test"].select(range(4))["label"]
-    assert not _pictures(out)  # viz=false: no pictures
+    assert len(_pictures(out)) == 3  # viz_max caps the pictures, not the predictions
 
 
 def test_vqa_image_and_question(tmp_path, data_dir, checkpoints):
@@ -89,9 +90,10 @@ def test_vqa_saved_dataset(tmp_path, data_dir, checkpoints):
     rows = build_sort_of_clevr(train_images=0, validation_images=0, test_images=1, seed=4)["test"].select(range(3))
     disk = tmp_path / "three"
     rows.save_to_disk(str(disk))
-    cfg, _ = _predict(tmp_path, data_dir, f"ckpt_path={checkpoints['vqa']}", f"input={disk}")
+    cfg, out = _predict(tmp_path, data_dir, f"ckpt_path={checkpoints['vqa']}", f"input={disk}")
     records = cli.predict(cfg)
     assert [r["question"] for r in records] == rows["question"]
+    assert not _pictures(out)  # viz=false: no pictures
 
 
 @pytest.mark.parametrize(
