@@ -13,6 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from attnlab.attention import MultiHeadAttention
 from attnlab.training import TaskHead
 
+TOP_K = 3  # classes listed per prediction record, most probable first
+
 
 class AttentionPoolingClassifier(TaskHead):
     """Pool (B, N, D) tokens with learned attention weights, classify the pooled vector.
@@ -54,11 +56,13 @@ class AttentionPoolingClassifier(TaskHead):
         return F.cross_entropy(outputs["logits"], batch["label"], label_smoothing=self.label_smoothing)
 
     def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
-        probs = outputs["logits"].float().softmax(-1)
+        probs = outputs["logits"].float().softmax(-1)  # (B, C)
         confidence, labels = probs.max(-1)
+        top_p, top_i = probs.topk(min(TOP_K, self.num_classes), dim=-1)  # (B, k)
         return [  # a target < 0 means unknown (raw inputs of predict.py): left out
-            {"index": int(i), "prediction": int(p), "confidence": round(float(c), 6), **({"target": int(t)} if t >= 0 else {})}
-            for i, p, c, t in zip(batch["index"], labels, confidence, batch["label"])
+            {"index": int(i), "prediction": int(p), "confidence": round(float(c), 6),
+             "top_k": [[int(k), round(float(kp), 6)] for k, kp in zip(ki, kpp)], **({"target": int(t)} if t >= 0 else {})}
+            for i, p, c, t, ki, kpp in zip(batch["index"], labels, confidence, batch["label"], top_i.tolist(), top_p.tolist())
         ]
 
     def build_metrics(self) -> MetricCollection:

@@ -13,6 +13,8 @@ from attnlab.training import TaskHead
 from tasks.vqa.builder import FAMILIES
 from tasks.vqa.data import QUESTION_TYPES
 
+TOP_K = 3  # answers listed per prediction record, most probable first
+
 
 def vqa_scores(predicted: Tensor, answer_ids: Tensor) -> Tensor:
     """VQA accuracy per question: min(#human answers equal to the prediction / 3, 1).
@@ -133,8 +135,16 @@ class VQAHead(TaskHead):
         scores = vqa_scores(predicted, batch["answer_ids"][mask])
         questions = [q for per_image in batch["questions"] for q in per_image]
         names = batch["answer_names"]
+        probs = outputs["logits"].float().softmax(-1)[mask]  # (Q, A)
+        top_p, top_i = probs.topk(min(TOP_K, probs.shape[-1]), dim=-1)  # (Q, k)
+
+        def name(index: int) -> str | None:
+            return names[index] if index < len(names) else None  # a class the vocabulary never filled
+
         return [
-            {"row": int(r), "question": q, "prediction": names[p] if p < len(names) else None,
-             "confidence": round(float(c), 6), "score": float(s)}
-            for r, q, p, c, s in zip(batch["row"][mask].tolist(), questions, predicted.tolist(), confidence, scores)
+            {"row": int(r), "question": q, "prediction": name(p), "confidence": round(float(c), 6), "score": float(s),
+             "top_k": [[name(i), round(float(pi), 6)] for i, pi in zip(ti.tolist(), tp.tolist())]}
+            for r, q, p, c, s, ti, tp in zip(
+                batch["row"][mask].tolist(), questions, predicted.tolist(), confidence, scores, top_i, top_p
+            )
         ]

@@ -56,6 +56,9 @@ def test_image_classification_directory_of_images(tmp_path, data_dir, checkpoint
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [Path(r["input"]).name for r in records] == ["digit0.png", "digit1.png", "digit2.png"]
     assert all(0 <= r["prediction"] <= 9 and 0.0 <= r["confidence"] <= 1.0 and "target" not in r for r in records)
+    for record in records:  # top 3, most probable first, led by the prediction
+        (first, p1), (_, p2), (_, p3) = record["top_k"]
+        assert first == record["prediction"] and p1 == record["confidence"] and p1 >= p2 >= p3
     pictures = _pictures(out)
     assert len(pictures) == 3  # input, pooling weights, rollout
     with Image.open(pictures[0]) as picture:
@@ -81,6 +84,7 @@ def test_vqa_image_and_question(tmp_path, data_dir, checkpoints):
                         "question=What is the shape of the red object?")
     (record,) = cli.predict(cfg)
     assert record["question"] == "What is the shape of the red object?" and record["input"] == str(scene)
+    assert record["top_k"][0] == [record["prediction"], record["confidence"]] and len(record["top_k"]) == 3
     (picture,) = _pictures(out)
     with Image.open(picture) as image:
         assert image.size == _expected_size(2)  # question -> image tokens, relation layer from the top token
