@@ -16,7 +16,7 @@ class ImageClassificationDataModule(HFDataModule):
     """Images resized to `image_size` with `in_chans` channels; light affine augmentation on train.
 
     Args:
-        image_size: side the images are resized to (the adapter's image_size).
+        image_size: side, or [height, width], the images are resized to (the adapter's image_size).
         in_chans: 1 (grey) or 3 (RGB) channels.
         mean / std: normalisation per channel.
         augment: random affine (rotation, shift, scale) on training images.
@@ -30,7 +30,7 @@ class ImageClassificationDataModule(HFDataModule):
     def __init__(
         self,
         *,
-        image_size: int = 8,
+        image_size: int | tuple[int, int] = 8,
         in_chans: int = 1,
         mean: float = 0.5,
         std: float = 0.5,
@@ -45,7 +45,10 @@ class ImageClassificationDataModule(HFDataModule):
         if in_chans not in (1, 3):
             raise ValueError(f"data.in_chans={in_chans}; use 1 (grey) or 3 (RGB)")
         self.image_size, self.in_chans, self.builder_seed = image_size, in_chans, builder_seed
-        base = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(n) for n in image_size)  # (H, W)
+        if len(size) != 2:
+            raise ValueError(f"data.image_size={image_size}: give one side or [height, width]")
+        base = [v2.ToImage(), v2.Resize(size, antialias=True), v2.ToDtype(torch.float32, scale=True)]
         normalise = [v2.Normalize([mean] * in_chans, [std] * in_chans)]
         affine = [v2.RandomAffine(degrees=rotate, translate=(translate, translate), scale=tuple(scale))] if augment else []
         self.train_transform = v2.Compose(base + affine + normalise)

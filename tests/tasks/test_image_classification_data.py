@@ -96,3 +96,15 @@ def test_train_order_depends_only_on_seed_and_epoch(tmp_path):
 
     assert order(3) == order(3) != order(4)
     assert sorted(order(3)) == list(range(1257))
+
+
+def test_non_square_images_reach_a_non_square_patch_grid(tmp_path, train_cfg):
+    batch = _first_test_batch(ImageClassificationDataModule(data_dir=str(tmp_path), image_size=(8, 12)))
+    assert batch["image"].shape[1:] == (1, 8, 12)
+    from attnlab.cli import _build_model
+
+    model = _build_model(train_cfg("task=image_classification", "data.image_size=[8,12]").model, {})
+    assert model.adapters["image_classification"].grid_size == (4, 6)  # 2-pixel patches
+    assert model(batch, "image_classification")["logits"].shape == (len(batch["label"]), 10)
+    with pytest.raises(ValueError, match=r"data.image_size=\[8, 12, 3\]"):
+        ImageClassificationDataModule(data_dir=str(tmp_path), image_size=[8, 12, 3])
