@@ -104,7 +104,7 @@ def restore_from_checkpoint(
         datamodule = instantiate(run_cfg.data)
         model = build_model(run_cfg.model, OmegaConf.to_container(run_cfg))
     except InstantiationException as err:
-        if isinstance(err.__cause__, ModuleNotFoundError) or "ModuleNotFoundError" in str(err):
+        if isinstance(err.__cause__, ImportError):  # Hydra could not import a `_target_` of the stored config
             raise ModuleNotFoundError(
                 f"checkpoint {ckpt_path} needs the task code of '{checkpoint_task(checkpoint)}', which cannot be "
                 f"imported here ({str(err).splitlines()[0]}); installed task plugins: {installed_tasks() or 'none'}. "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +216,13 @@ _PREDICT_KEYS = {"ckpt_path", "input", "viz", "viz_max", "task", "batch_size", "
 
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run a checkpoint on raw inputs: predictions.jsonl, a printed table and, with viz=true, attention PNGs."""
+    """Run a checkpoint on raw inputs: predictions.jsonl, a logged table and, with viz=true, attention PNGs."""
     return _marking_failure(_predict, cfg)
 
 
 def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
-    import matplotlib.pyplot as plt
-
-    from attnlab.attention import capture_attention
-    from attnlab.training.predictor import predictor_for
+    from attnlab.analysis.heatmaps import FIGURE_DPI
+    from attnlab.training.predictor import predictor_for, run_predictor
 
     if not cfg.get("ckpt_path"):
         raise ValueError("predict.py needs ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)")
@@ -234,61 +233,40 @@ def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
         data_dir=cfg.paths.data_dir,
         expected_task=cfg.task.name if cfg.get("task") else None,
     )
-    task = run_cfg.task.name
-    predictor = predictor_for(task, datamodule=datamodule)
+    predictor = predictor_for(run_cfg.task.name, datamodule=datamodule)
     options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _PREDICT_KEYS}
     dataset, names = predictor.read(str(cfg.input), {k: v for k, v in options.items() if v is not None})
     loader = torch.utils.data.DataLoader(
         datamodule.wrap_split(dataset, "predict"), batch_size=int(cfg.batch_size), collate_fn=datamodule.collate
     )
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
     model = model.to(device).eval()
     records: list[dict[str, Any]] = []
+    pictures: list[str] = []
     staging = output_dir / ".predict-incomplete"  # pictures land here first: nothing half-written is left
     staging.mkdir(parents=True, exist_ok=True)
-    pictures: list[str] = []
-    with torch.no_grad():
+    try:
         for batch in loader:
-            batch = move_data_to_device(batch, device)
             draw = cfg.viz and len(pictures) < cfg.viz_max  # pictures of the first viz_max predictions only
-            pattern = predictor.capture_pattern(model) if draw else None
-            with capture_attention(model, pattern=pattern) if draw else nullcontext({}) as captured:
-                outputs = model(batch, task)
-            batch_records = [
-                {"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)
-            ]
+            batch_records, figures = run_predictor(
+                predictor, model, move_data_to_device(batch, device), names=names, draw=draw
+            )
             records += batch_records
-            if draw:
-                figures = predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=batch_records)
-                keep = cfg.viz_max - len(pictures)
-                pictures += _save_figures(figures[:keep], staging)
-                for _, figure in figures[keep:]:  # drawn in the same batch beyond the cap
-                    plt.close(figure)
-    for name in pictures:
-        (staging / name).replace(output_dir / name)
-    staging.rmdir()
+            for stem, figure in figures[: cfg.viz_max - len(pictures)]:
+                figure.savefig(staging / f"{stem}.png", dpi=FIGURE_DPI)
+                pictures.append(f"{stem}.png")
+        for name in pictures:
+            (staging / name).replace(output_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     _write_predictions(output_dir / "predictions.jsonl", records)
-    _print_predictions(records, output_dir, pictures)
+    _log_predictions(records, output_dir, pictures)
     return records
 
 
-def _save_figures(figures: list[tuple[str, Any]], folder: Path) -> list[str]:
-    import matplotlib.pyplot as plt
-
-    from attnlab.analysis.heatmaps import FIGURE_DPI
-
-    names = []
-    for stem, figure in figures:
-        name = f"{stem}.png"
-        figure.savefig(folder / name, dpi=FIGURE_DPI)
-        plt.close(figure)
-        names.append(name)
-    return names
-
-
 @rank_zero_only
-def _print_predictions(records: list[dict[str, Any]], output_dir: Path, pictures: list[str]) -> None:
+def _log_predictions(records: list[dict[str, Any]], output_dir: Path, pictures: list[str]) -> None:
+    """A short table of the first predictions, rendered by rich into the log (console and predict.log)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -298,9 +276,10 @@ def _print_predictions(records: list[dict[str, Any]], output_dir: Path, pictures
         table.add_column(column, overflow="fold")
     for record in records[:20]:
         table.add_row(*(str(record.get(c, "")) for c in columns))
-    console = Console()
+    console = Console(width=100, record=True, file=io.StringIO())
     console.print(table)
     if len(records) > 20:
         console.print(f"... {len(records) - 20} more in predictions.jsonl")
     if pictures:
         console.print(f"{len(pictures)} attention picture(s) in {output_dir}")
+    log.info("\n%s", console.export_text())

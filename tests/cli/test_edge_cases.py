@@ -17,6 +17,7 @@ from tests.cli.test_train_eval import CrashAtStep
 from tests.conftest import QUIET, ROOT, run_script
 
 from attnlab import cli
+from attnlab.checkpoints import restore_from_checkpoint
 
 __all__ = ["CrashAtStep", "RecordBatches"]  # Hydra `_target_`s of the callbacks below
 
@@ -157,3 +158,12 @@ def test_tasks_are_installed_and_a_checkpoint_restores_outside_the_repository(tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "['image_classification', 'vqa']" in done.stdout
     assert "AttnLabModule (64, 10)" in done.stdout
+
+
+def test_a_checkpoint_whose_task_code_is_missing_names_the_installed_plugins(tmp_path, digits_checkpoint):
+    checkpoint = torch.load(digits_checkpoint, weights_only=False)
+    checkpoint["hyper_parameters"]["run_config"]["data"]["_target_"] = "attnlab_missing_plugin.data.DigitsData"
+    moved = tmp_path / "moved.ckpt"
+    torch.save(checkpoint, moved)
+    with pytest.raises(ModuleNotFoundError, match=r"installed task plugins: \{'image_classification'"):
+        restore_from_checkpoint(moved)

@@ -1,20 +1,20 @@
 """Attention pictures: token-grid maps overlaid on images, and query x key heatmaps with token labels.
 
 Task predictors (``tasks/<name>/predictor.py``) compose these into their figures; every picture has
-a title and a colour bar so it reads at a glance.
+a title and a colour bar so it reads at a glance. Figures are plain `matplotlib.figure.Figure`s, not
+pyplot ones: nothing switches the user's backend (a notebook keeps its inline one) and nothing needs
+closing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display is needed (or available on a cluster node)
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 from torch import Tensor
 
@@ -59,7 +59,7 @@ def overlay(
 def mark_cell(ax: Axes, row: int, col: int, *, grid: tuple[int, int], size: tuple[int, int], color: str = "cyan") -> None:
     """Outline token (row, col) of a (gh, gw) grid drawn over an image of (height, width) pixels."""
     cell_h, cell_w = size[0] / grid[0], size[1] / grid[1]
-    ax.add_patch(plt.Rectangle((col * cell_w, row * cell_h), cell_w, cell_h, fill=False, edgecolor=color, linewidth=2))
+    ax.add_patch(Rectangle((col * cell_w, row * cell_h), cell_w, cell_h, fill=False, edgecolor=color, linewidth=2))
 
 
 def token_heatmap(
@@ -85,9 +85,16 @@ FIGURE_DPI = 100  # pictures are (panel_size * panels + 0.6) x (panel_size + 0.7
 
 
 def new_figure(panels: int, *, title: str, panel_size: float = 3.2) -> tuple[Figure, list[Axes]]:
-    """A row of `panels` axes under a figure title (closed by the caller after saving at FIGURE_DPI)."""
-    figure, axes = plt.subplots(
-        1, panels, figsize=(panel_size * panels + 0.6, panel_size + 0.7), squeeze=False, layout="constrained"
-    )
+    """A row of `panels` axes under a figure title (saved at FIGURE_DPI)."""
+    figure = Figure(figsize=(panel_size * panels + 0.6, panel_size + 0.7), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)
     figure.suptitle(title, fontsize=10)
     return figure, list(axes[0])
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """(H, W, 3) uint8 rendering of `figure` at FIGURE_DPI (for loggers that take arrays, e.g. W&B)."""
+    figure.set_dpi(FIGURE_DPI)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

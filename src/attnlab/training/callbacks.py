@@ -50,11 +50,9 @@ class AttentionMaps(L.Callback):
         self._log(trainer, figures)
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, task: str) -> list:
-        import torch
         from lightning.fabric.utilities.apply_func import move_data_to_device
 
-        from attnlab.attention import capture_attention
-        from attnlab.training.predictor import predictor_for
+        from attnlab.training.predictor import predictor_for, run_predictor
 
         datamodule = trainer.datamodule
         if isinstance(datamodule, dict) or not getattr(datamodule, "raw_splits", None):
@@ -64,25 +62,21 @@ class AttentionMaps(L.Callback):
         predictor = predictor_for(task, datamodule=datamodule)
         predictor.remember(rows)
         split = datamodule.wrap_split(rows, "validation")
-        batch = datamodule.collate([split[i] for i in range(len(split))])
-        batch = move_data_to_device(batch, pl_module.device)
+        batch = move_data_to_device(datamodule.collate([split[i] for i in range(len(split))]), pl_module.device)
+        names = [f"validation[{i}]" for i in range(len(rows))]
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad(), capture_attention(pl_module, pattern=predictor.capture_pattern(pl_module)) as captured:
-                outputs = pl_module(batch, task)
-            records = [{"input": f"validation[{predictor.row_of(r)}]", **r}
-                       for r in pl_module.heads[task].predict(outputs, batch)]
-            return predictor.draw(model=pl_module, batch=batch, outputs=outputs, captured=captured, records=records)
+            return run_predictor(predictor, pl_module, batch, names=names, draw=True)[1]
         finally:
             pl_module.train(was_training)
 
     def _log(self, trainer: L.Trainer, figures: list) -> None:
         from pathlib import Path
 
-        import matplotlib.pyplot as plt
-        import numpy as np
         from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+        from attnlab.analysis.heatmaps import FIGURE_DPI, figure_pixels
 
         step, logged = trainer.global_step, False
         for logger in trainer.loggers:
@@ -91,17 +85,12 @@ class AttentionMaps(L.Callback):
                     logger.experiment.add_figure(tag, figure, global_step=step, close=False)
                 logged = True
             elif isinstance(logger, WandbLogger):
-                images = []
-                for _, figure in figures:
-                    figure.canvas.draw()
-                    images.append(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
-                if images:
+                if figures:
+                    images = [figure_pixels(figure) for _, figure in figures]
                     logger.log_image(key="attention", images=images, caption=[tag for tag, _ in figures], step=step)
                 logged = True
         folder = self.save_dir or (None if logged else str(Path(trainer.default_root_dir) / "attention"))
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
             for tag, figure in figures:
-                figure.savefig(Path(folder) / f"epoch{trainer.current_epoch}_{tag.replace('/', '_')}.png", dpi=100)
-        for _, figure in figures:
-            plt.close(figure)
+                figure.savefig(Path(folder) / f"epoch{trainer.current_epoch}_{tag.replace('/', '_')}.png", dpi=FIGURE_DPI)

@@ -14,10 +14,13 @@ every task, today's and later ones, with no per-task branch:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import nullcontext
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import torch
 from datasets import Dataset
 from torch import Tensor, nn
 
@@ -72,6 +75,23 @@ class TaskPredictor(ABC):
         records: list[dict[str, Any]],
     ) -> list[tuple[str, Figure]]:
         """One (file stem, figure) per picture; figures are closed by the caller after saving/logging."""
+
+
+def run_predictor(
+    predictor: TaskPredictor, model: nn.Module, batch: dict[str, Any], *, names: Sequence[str], draw: bool
+) -> tuple[list[dict[str, Any]], list[tuple[str, Figure]]]:
+    """One batch through `model` (in eval mode, under no_grad): its prediction records, each with its
+    input's display name, and, when `draw`, the predictor's pictures from the captured attention."""
+    from attnlab.attention import capture_attention
+
+    task = predictor.task
+    capture = capture_attention(model, pattern=predictor.capture_pattern(model)) if draw else nullcontext({})
+    with torch.no_grad(), capture as captured:
+        outputs = model(batch, task)
+    records = [{"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)]
+    if not draw:
+        return records, []
+    return records, predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=records)
 
 
 def predictor_for(task: str, *, datamodule: L.LightningDataModule) -> TaskPredictor:
