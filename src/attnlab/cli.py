@@ -35,9 +35,6 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-_build_model = build_model  # the name tests and scripts use
-
-
 @rank_zero_only
 def _write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +127,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     run_config = to_plain(cfg)
     datamodule = instantiate(cfg.data)
-    model = _build_model(cfg.model, run_config)
+    model = build_model(cfg.model, run_config)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # logger=none: a learning-rate monitor has nowhere to write

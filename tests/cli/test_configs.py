@@ -9,7 +9,8 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from tests.conftest import ROOT
 
-from attnlab.cli import _build_model, _instantiate_all
+from attnlab.checkpoints import build_model
+from attnlab.cli import _instantiate_all
 
 
 def options(group: str) -> list[str]:
@@ -22,9 +23,9 @@ def test_every_backbone_composes_with_every_task(train_cfg, task, backbone):
     cfg = train_cfg(f"task={task}", f"backbone={backbone}")
     if task == "vqa" and backbone == "timm":  # VQA fuses text with image tokens: it needs a token backbone
         with pytest.raises(ValueError, match="use a token backbone"):
-            _build_model(cfg.model, {})
+            build_model(cfg.model, {})
         return
-    model = _build_model(cfg.model, {})
+    model = build_model(cfg.model, {})
     assert set(model.heads) == {cfg.task.name}
     assert model.backbone.dim > 0
 
@@ -32,7 +33,7 @@ def test_every_backbone_composes_with_every_task(train_cfg, task, backbone):
 @pytest.mark.parametrize("attention", options("attention"))
 def test_every_attention_option_builds_a_working_model(train_cfg, attention):
     cfg = train_cfg(f"attention={attention}")
-    model = _build_model(cfg.model, {})
+    model = build_model(cfg.model, {})
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     batch = next(iter(datamodule.val_dataloader()))
@@ -78,7 +79,7 @@ def test_debug_and_experiment_overlays_compose(train_cfg, group):
     for option in options(group):
         cfg = train_cfg(f"{group}={option}")
         instantiate(cfg.trainer, logger=False)
-        _build_model(cfg.model, {})
+        build_model(cfg.model, {})
 
 
 def test_local_overrides_are_optional_and_gitignored():

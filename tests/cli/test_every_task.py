@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from tests.conftest import QUIET, ROOT, TASK_VARIANTS, TINY_TASK, run_script
 
 from attnlab import cli
+from attnlab.checkpoints import build_model
 
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
 DEBUG_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "debug").glob("*.yaml"))
@@ -32,7 +33,7 @@ def test_every_debug_preset_instantiates_data_model_and_trainer(train_cfg, task,
     cfg = train_cfg(*TINY_TASK[task], f"debug={preset}")
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    model = cli._build_model(cfg.model, {})
+    model = build_model(cfg.model, {})
     trainer = instantiate(cfg.trainer, logger=False, callbacks=cli._instantiate_all(cfg.get("callbacks")))
     datamodule.trainer = trainer
     batch = next(iter(datamodule.train_dataloader()))
@@ -48,7 +49,7 @@ def test_every_trainable_parameter_gets_a_gradient(train_cfg, task, variant):
     cfg = train_cfg(*TINY_TASK[task], *variant)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    model = cli._build_model(cfg.model, {})
+    model = build_model(cfg.model, {})
     batch = next(iter(datamodule.train_dataloader()))
     model.heads[cfg.task.name].loss(model(batch, cfg.task.name), batch).backward()
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -101,9 +101,9 @@ def test_train_order_depends_only_on_seed_and_epoch(tmp_path):
 def test_non_square_images_reach_a_non_square_patch_grid(tmp_path, train_cfg):
     batch = _first_test_batch(ImageClassificationDataModule(data_dir=str(tmp_path), image_size=(8, 12)))
     assert batch["image"].shape[1:] == (1, 8, 12)
-    from attnlab.cli import _build_model
+    from attnlab.checkpoints import build_model
 
-    model = _build_model(train_cfg("task=image_classification", "data.image_size=[8,12]").model, {})
+    model = build_model(train_cfg("task=image_classification", "data.image_size=[8,12]").model, {})
     assert model.adapters["image_classification"].grid_size == (4, 6)  # 2-pixel patches
     assert model(batch, "image_classification")["logits"].shape == (len(batch["label"]), 10)
     with pytest.raises(ValueError, match=r"data.image_size=\[8, 12, 3\]"):

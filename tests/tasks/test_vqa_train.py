@@ -12,6 +12,7 @@ from tasks.vqa.builder import build_sort_of_clevr
 from tests.conftest import run_script
 
 from attnlab import cli
+from attnlab.checkpoints import build_model
 
 SMALL = ["task=vqa", "data.train_images=12", "data.validation_images=3", "data.test_images=4", "data.batch_size=4"]
 FAMILY_KEYS = ["acc", "acc_relational", "acc_nonrelational", "acc/shape", "acc/closest_shape", "acc/count"]
@@ -35,7 +36,7 @@ def test_each_image_is_encoded_once_per_batch(train_cfg):
     cfg = train_cfg(*SMALL)
     data = instantiate(cfg.data)
     data.setup("fit")
-    model = cli._build_model(cfg.model, {})
+    model = build_model(cfg.model, {})
     batch = next(iter(data.train_dataloader()))
     calls = []
     model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
@@ -50,7 +51,7 @@ def test_answers_to_an_images_questions_depend_on_that_image_only(train_cfg):
     cfg = train_cfg(*SMALL, "model.tasks.vqa.route.fusion_depth=2")
     data = instantiate(cfg.data)
     data.setup("fit")
-    model = cli._build_model(cfg.model, {}).eval()
+    model = build_model(cfg.model, {}).eval()
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad():
         before = model(batch, "vqa")["logits"]
@@ -94,5 +95,5 @@ def test_concat_baseline_has_no_token_to_token_step(train_cfg):
     from tasks.vqa.model import GeometricRelationLayer
 
     for fusion, expected in (("cross", 1), ("concat", 0)):
-        model = cli._build_model(train_cfg(*SMALL, f"task.fusion={fusion}").model, {})
+        model = build_model(train_cfg(*SMALL, f"task.fusion={fusion}").model, {})
         assert sum(isinstance(m, GeometricRelationLayer) for m in model.modules()) == expected
