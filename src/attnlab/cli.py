@@ -231,7 +231,8 @@ def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
         expected_task=cfg.task.name if cfg.get("task") else None,
     )
     predictor = predictor_for(run_cfg.task.name, datamodule=datamodule)
-    options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _PREDICT_KEYS}
+    # task inputs are the top-level scalars (question=...); `task=<name>` also composes that task's config groups
+    options = {k: cfg[k] for k in cfg if k not in _PREDICT_KEYS and not OmegaConf.is_config(cfg._get_node(k))}
     dataset, names = predictor.read(str(cfg.input), {k: v for k, v in options.items() if v is not None})
     loader = torch.utils.data.DataLoader(
         datamodule.wrap_split(dataset, "predict"), batch_size=int(cfg.batch_size), collate_fn=datamodule.collate

@@ -148,9 +148,19 @@ class AdditiveScore(nn.Module):
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=True)
         self.score = nn.Linear(hidden_dim, 1, bias=False)
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """query (B, Dq), keys (B, T, Dk), mask (B, T) True = real -> (context (B, Dk), weights (B, T))."""
-        hidden = torch.tanh(self.query_proj(query).unsqueeze(1) + self.key_proj(keys))  # (B, T, hidden)
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """keys (B, T, Dk) -> W_k k + b (B, T, hidden): fixed for a whole decode, so compute it once."""
+        return self.key_proj(keys)
+
+    def forward(
+        self, query: Tensor, keys: Tensor, mask: Tensor | None = None, *, projected_keys: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """query (B, Dq), keys (B, T, Dk), mask (B, T) True = real -> (context (B, Dk), weights (B, T)).
+
+        ``projected_keys`` is `project_keys(keys)` when the caller computed it once for many queries.
+        """
+        projected = self.key_proj(keys) if projected_keys is None else projected_keys  # (B, T, hidden)
+        hidden = torch.tanh(self.query_proj(query).unsqueeze(1) + projected)  # (B, T, hidden)
         scores = self.score(hidden).squeeze(-1)  # (B, T)
         return _single_query(scores, keys, mask)
 
@@ -172,7 +182,13 @@ class MultiplicativeScore(nn.Module):
             raise ValueError(f"dot scoring needs query_dim == key_dim, got {query_dim} and {key_dim}")
         self.proj = nn.Linear(query_dim, key_dim, bias=False) if score == "general" else nn.Identity()
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """The keys themselves (the ``general`` weight multiplies the query): the `AdditiveScore` interface."""
+        return keys
+
+    def forward(
+        self, query: Tensor, keys: Tensor, mask: Tensor | None = None, *, projected_keys: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """query (B, Dq), keys (B, T, Dk), mask (B, T) True = real -> (context (B, Dk), weights (B, T))."""
         scores = (keys @ self.proj(query).unsqueeze(-1)).squeeze(-1)  # (B, T)
         return _single_query(scores, keys, mask)

@@ -10,10 +10,14 @@ from attnlab.backbones.generation import (
     gnmt_length_penalty,
     greedy_search,
 )
+from attnlab.backbones.recurrent import AttentiveGRUDecoder, RecurrentDecoderCache, RecurrentEncoder
 from attnlab.backbones.timm_backbone import TimmBackbone
 from attnlab.backbones.transformer import EncoderBlock, FeedForward, TransformerEncoder
 
 __all__ = [
+    "AttentiveGRUDecoder",
+    "RecurrentDecoderCache",
+    "RecurrentEncoder",
     "DecoderBlock",
     "DecoderCache",
     "EncoderBlock",

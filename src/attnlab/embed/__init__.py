@@ -1,5 +1,6 @@
 """Modality adapters: raw batch fields -> (tokens (B, N, D), mask (B, N) | None)."""
 
 from attnlab.embed.image import ImagePatchEmbed
+from attnlab.embed.text import TokenEmbed
 
-__all__ = ["ImagePatchEmbed"]
+__all__ = ["ImagePatchEmbed", "TokenEmbed"]

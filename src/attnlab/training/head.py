@@ -10,7 +10,18 @@ from torchmetrics import MetricCollection
 
 
 class TaskHead(nn.Module, ABC):
-    """Maps backbone features to task outputs and owns the task's loss, decoding and metrics."""
+    """Maps backbone features to task outputs and owns the task's loss, decoding and metrics.
+
+    Attributes:
+        metric_stages: the stages whose metrics are computed and logged (a generation head scores
+            only val / test: generating text at every training step would dominate the run).
+    """
+
+    metric_stages: tuple[str, ...] = ("train", "val", "test")
+
+    def tie_to_adapter(self, adapter: nn.Module) -> None:
+        """Called once with the task's built adapter: share weights with it (e.g. one token embedding
+        for source, target and output in a sequence-to-sequence head). Default: nothing shared."""
 
     @abstractmethod
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:

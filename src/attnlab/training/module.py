@@ -75,6 +75,8 @@ class AttnLabModule(L.LightningModule):
             {name: (spec.route or EncoderRoute)(dim=backbone.dim) for name, spec in tasks.items()}
         )
         self.heads = nn.ModuleDict({name: spec.head(dim=self.routes[name].out_dim) for name, spec in tasks.items()})
+        for name, head in self.heads.items():
+            head.tie_to_adapter(self.adapters[name])
         self.loss_weights = {name: spec.loss_weight for name, spec in tasks.items()}
         # build only what is used: a backbone no route calls would be a block of unused parameters
         self.backbone = backbone if any(route.uses_backbone for route in self.routes.values()) else None
@@ -84,6 +86,7 @@ class AttnLabModule(L.LightningModule):
                 f"{stage}_{name}": head.build_metrics().clone(prefix=f"{stage}/{name}/")
                 for stage in STAGES
                 for name, head in self.heads.items()
+                if stage in head.metric_stages
             }
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -112,9 +115,10 @@ class AttnLabModule(L.LightningModule):
             loss = head.loss(outputs, task_batch)
             batch_size = _batch_size(task_batch)
             self.log(f"{stage}/{task}/loss", loss, batch_size=batch_size, prog_bar=stage != "train", sync_dist=stage != "train")
-            metrics = self.metrics[f"{stage}_{task}"]
-            head.update_metrics(metrics, {k: v.detach() for k, v in outputs.items()}, task_batch)
-            self.log_dict(metrics, batch_size=batch_size, prog_bar=stage != "train", on_step=False, on_epoch=True)
+            if stage in head.metric_stages:
+                metrics = self.metrics[f"{stage}_{task}"]
+                head.update_metrics(metrics, {k: v.detach() for k, v in outputs.items()}, task_batch)
+                self.log_dict(metrics, batch_size=batch_size, prog_bar=stage != "train", on_step=False, on_epoch=True)
             total = total + self.loss_weights[task] * loss
         if len(self.heads) > 1:
             self.log(f"{stage}/loss", total, batch_size=1, prog_bar=True)

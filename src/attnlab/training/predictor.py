@@ -42,6 +42,9 @@ class TaskPredictor(ABC):
 
     #: what `read` accepts, for error messages (e.g. "an image file, a directory of images, ...")
     accepts: str = ""
+    #: whether `draw` reads the `capture_attention` records (False: it asks the model itself, e.g. a
+    #: generation head's `cross_attention`, which also covers models without attention modules)
+    captures: bool = True
 
     def __init__(self, *, datamodule: L.LightningDataModule, task: str) -> None:
         self.datamodule, self.task = datamodule, task
@@ -85,7 +88,11 @@ def run_predictor(
     from attnlab.attention import capture_attention
 
     task = predictor.task
-    capture = capture_attention(model, pattern=predictor.capture_pattern(model)) if draw else nullcontext({})
+    capture = (
+        capture_attention(model, pattern=predictor.capture_pattern(model))
+        if draw and predictor.captures
+        else nullcontext({})
+    )
     with torch.no_grad(), capture as captured:
         outputs = model(batch, task)
     records = [{"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)]

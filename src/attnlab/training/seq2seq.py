@@ -1,0 +1,194 @@
+"""Sequence-to-sequence head: an autoregressive decoder over the encoder's states, trained with teacher
+forcing and scored by generating text (translation, summarization).
+
+The decoder is a factory (Hydra ``_partial_``) completed with ``dim=``: `TransformerDecoder` (causal
+self-attention + cross-attention, KV cache) or `AttentiveGRUDecoder` (Bahdanau 2014); both take
+``(tokens, memory, memory_mask=, cache=, need_weights=)`` and build a cache with ``new_cache()``.
+
+Batch fields read (see `attnlab.data.Seq2SeqDataModule.collate`):
+    decoder_input (B, T) long   BOS + target ids (teacher forcing), pad 0; absent when predicting raw text
+    labels (B, T) long          target ids + EOS, -100 where padded
+    references list[str]        target texts (metrics, records)
+    sources list[str]           source texts (records)
+    entities list[list[str]] | None   per item, what the reference copies (entity_copy)
+    tokenizer                   the `TextTokenizer` that made the ids (decodes generated ids)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from attnlab.backbones.generation import GenerationConfig, generate
+from attnlab.training.head import TaskHead
+from attnlab.training.text_metrics import build_text_metric
+
+
+class Seq2SeqHead(TaskHead):
+    """Decoder + tied output projection over the encoder output; generation scores val / test.
+
+    Args:
+        dim: width D of the encoder states (and of the decoder).
+        vocab_size: ids V of the shared source/target vocabulary.
+        decoder: factory ``(dim=) -> decoder`` (see the module docstring).
+        generation: decoding settings, the same for validation, test and predict.
+        metrics: names from `attnlab.training.text_metrics.TEXT_METRICS`, logged as {stage}/{task}/{name}.
+        label_smoothing: of the token cross-entropy.
+        tie_source_embedding: share the adapter's token table (`TokenEmbed.embedding`, one vocabulary for
+            source and target); the output projection is always tied to the target embedding.
+        pad_id / bos_id / eos_id: special ids of the tokenizer (`TextTokenizer`: 0 / 2 / 3).
+    """
+
+    metric_stages = ("val", "test")  # metrics come from generation: too slow to score every training step
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        vocab_size: int,
+        decoder: Callable[..., nn.Module],
+        generation: GenerationConfig | None = None,
+        metrics: Sequence[str] = ("bleu",),
+        label_smoothing: float = 0.1,
+        tie_source_embedding: bool = True,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+    ) -> None:
+        super().__init__()
+        self.dim, self.vocab_size = dim, vocab_size
+        self.decoder = decoder(dim=dim)
+        self.generation = generation or GenerationConfig()
+        self.metric_names = tuple(metrics)
+        for name in self.metric_names:
+            build_text_metric(name)  # unknown names fail at construction, not after the first epoch
+        self.label_smoothing, self.tie_source_embedding = label_smoothing, tie_source_embedding
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size))  # (V,)
+
+    def tie_to_adapter(self, adapter: nn.Module) -> None:
+        """Share the adapter's token table: one embedding for source, target and output."""
+        table = getattr(adapter, "embedding", None)
+        if not self.tie_source_embedding or table is None:
+            return
+        if table.weight.shape != self.embedding.weight.shape:
+            raise ValueError(
+                f"cannot tie the adapter's embedding {tuple(table.weight.shape)} to the head's "
+                f"{tuple(self.embedding.weight.shape)}; give both the same vocab_size, or set "
+                "head.tie_source_embedding=false"
+            )
+        self.embedding = table
+
+    # ---- decoding ------------------------------------------------------------------------------
+    def embed(self, ids: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, D) scaled embeddings (the decoder adds its own positions)."""
+        return self.embedding(ids) * math.sqrt(self.dim)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., D) decoder states -> (..., V) logits through the tied embedding."""
+        return F.linear(hidden, self.embedding.weight, self.output_bias)
+
+    def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """hidden (B, S, D) encoder states, mask (B, S) -> memory (+ teacher-forced logits (B, T, V))."""
+        memory_mask = mask if mask is not None else hidden.new_ones(hidden.shape[:2], dtype=torch.bool)
+        outputs = {"memory": hidden, "memory_mask": memory_mask}
+        if "decoder_input" in batch:
+            target = batch["decoder_input"]  # (B, T)
+            states = self.decoder(
+                self.embed(target), hidden, memory_mask=memory_mask, padding_mask=target != self.pad_id
+            )
+            outputs["logits"] = self.logits(states)  # (B, T, V)
+        return outputs
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        logits, labels = outputs["logits"], batch["labels"]  # (B, T, V), (B, T) -100 = padding
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, memory: Tensor, memory_mask: Tensor, *, config: GenerationConfig | None = None, use_cache: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Decode from the encoder states: (sequences (B, L) ids ending in EOS then pad, scores (B,)).
+
+        ``use_cache=False`` re-runs the decoder over the whole prefix at every step (the reference the KV
+        cache is checked and timed against).
+        """
+        config = config or self.generation
+        rows = config.rows_per_item
+        memory_rows = memory.repeat_interleave(rows, 0)  # (B * rows, S, D), beam-major per item
+        mask_rows = memory_mask.repeat_interleave(rows, 0)  # (B * rows, S)
+
+        def cached_step(prefix: Tensor, cache: Any) -> Tensor:
+            states = self.decoder(self.embed(prefix[:, -1:]), memory_rows, memory_mask=mask_rows, cache=cache)
+            return self.logits(states[:, -1])  # (N, V)
+
+        def full_step(prefix: Tensor, cache: Any) -> Tensor:
+            states = self.decoder(self.embed(prefix), memory_rows, memory_mask=mask_rows)
+            return self.logits(states[:, -1])  # (N, V)
+
+        return generate(
+            cached_step if use_cache else full_step,
+            config,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+            batch_size=memory.shape[0],
+            cache=self.decoder.new_cache() if use_cache else None,
+            device=memory.device,
+        )
+
+    def cross_attention(self, memory: Tensor, memory_mask: Tensor, generated: Tensor) -> list[Tensor]:
+        """Per decoder layer, the cross-attention (B, H, T, S) of target positions over source tokens while
+        producing `generated` (B, T) (the decoder is causal, so one teacher-forced pass over BOS + the
+        generated tokens gives exactly the weights generation used)."""
+        bos = torch.full_like(generated[:, :1], self.bos_id)
+        inputs = torch.cat([bos, generated[:, :-1]], 1)  # (B, T): the token fed before each generated one
+        _, weights = self.decoder(
+            self.embed(inputs), memory, memory_mask=memory_mask, padding_mask=inputs != self.pad_id, need_weights=True
+        )
+        return weights
+
+    def decode_texts(self, sequences: Tensor, batch: dict[str, Any]) -> list[str]:
+        tokenizer = batch["tokenizer"]
+        return [tokenizer.decode(row) for row in sequences.tolist()]
+
+    # ---- metrics and records -------------------------------------------------------------------
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({name: build_text_metric(name) for name in self.metric_names}, compute_groups=False)
+
+    def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError("Seq2SeqHead scores generated text in update_metrics")
+
+    def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
+        sequences, _ = self.generate(outputs["memory"], outputs["memory_mask"])
+        metrics.update(self.decode_texts(sequences, batch), batch["references"], batch.get("entities"))
+
+    def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """One record per item: the generated text, its ids (attention maps), log-probability and reference."""
+        sequences, scores = self.generate(outputs["memory"], outputs["memory_mask"])
+        if sequences.dim() == 3:  # num_return_sequences > 1: keep the best
+            sequences, scores = sequences[:, 0], scores[:, 0]
+        texts = self.decode_texts(sequences, batch)
+        records = []
+        for b, (text, ids, score) in enumerate(zip(texts, sequences.tolist(), scores.tolist())):
+            reference = batch["references"][b]
+            records.append({
+                "index": int(batch["index"][b]),
+                "source": batch["sources"][b],
+                "prediction": text,
+                "log_prob": round(float(score), 4),
+                "reference": reference or None,
+                "exact": (text.strip() == reference.strip()) if reference else None,
+                "ids": [i for i in ids if i != self.pad_id],
+            })
+        return records

@@ -1,0 +1,1 @@
+"""Abstractive summarization of news-style articles."""

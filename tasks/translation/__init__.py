@@ -1,0 +1,1 @@
+"""Machine translation: French, German and Spanish dates, numbers and phrases to English."""
