@@ -23,6 +23,14 @@ QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null", "tr
 TINY_TASK = {
     "image_classification": ["task=image_classification"],
     "vqa": ["task=vqa", "data.train_images=24", "data.validation_images=4", "data.test_images=4", "data.batch_size=4"],
+    "translation": ["task=translation", "data.train_size=300", "data.validation_size=8", "data.test_size=8",
+                    "data.batch_size=8", "data.max_tokens=null", "data.max_target_len=32",
+                    "model.tasks.translation.head.vocab_size=300", "model.tasks.translation.head.label_smoothing=0",
+                    "backbone.depth=2"],
+    "summarization": ["task=summarization", "data.train_size=60", "data.validation_size=4", "data.test_size=4",
+                      "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
+                      "model.tasks.summarization.head.vocab_size=300",
+                      "model.tasks.summarization.head.label_smoothing=0", "backbone.depth=2", "model.optimizer.lr=0.003"],
 }
 # Model variants that build different parameters (each must leave none unused, so DDP works).
 TASK_VARIANTS = {
@@ -30,6 +38,11 @@ TASK_VARIANTS = {
     "vqa": [["task.fusion=cross"], ["task.fusion=joint"], ["task.fusion=concat"],
             ["model.tasks.vqa.route.fusion_depth=2", "model.tasks.vqa.route.text_depth=1"],
             ["model.tasks.vqa.route.bidirectional=false"]],
+    # the Bahdanau baselines swap in other backbone / decoder presets: their overrides must come after the
+    # TINY_TASK ones, which shrink the transformer presets
+    "translation": [[], ["experiment=translation_bahdanau", "backbone.dim=64"],
+                    ["experiment=translation_bahdanau", "backbone.dim=64", "decoder.score=general"]],
+    "summarization": [[], ["experiment=summarization_bahdanau", "backbone.dim=64"]],
 }
 # Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
 FOUNDATION_TASK = "task=image_classification"

@@ -2,10 +2,10 @@
 
 Each article (``article``) reports one key event of ten kinds (``EVENTS``: appointment, resignation,
 acquisition, match result, transfer, election, research finding, factory opening, award, court
-ruling) in 150-260 words and 3-8 paragraphs separated by blank lines. The key sentence (four
-wordings per event) comes in one of four layouts (``LAYOUTS``): as the lead (half the rows), after
-a headline line, after a scene-setting sentence, or opening the second paragraph after two
-sentences of background. Around it: a detail sentence with numbers, elaboration, quotes, and
+ruling) in 150-260 words (``min_words``..``max_words``) and 4-14 short paragraphs separated by
+blank lines. The key sentence (four wordings per event) comes in one of four layouts
+(``LAYOUTS``): as the lead (half the rows), after a headline line, after a scene-setting sentence,
+or opening the second paragraph after two sentences of background. Around it: a detail sentence with numbers, elaboration, quotes, and
 distractor sentences that name other people, organisations, places, numbers and dates.
 
 The highlight (``highlights``, 1-2 sentences, 15-40 words) restates the key event with one of three
@@ -15,11 +15,11 @@ date as the article writes it (one of four date styles per article), plus number
 sentence. ``entities`` lists those people, organisations, places and the date in highlight order;
 each occurs verbatim in the article and in the highlight, and no distractor is one of them.
 
-Names: first names (by gender), surnames and cities of 24 Latin-script ``faker`` locales (en, fr,
-de, es, it, pt, nl, pl, sv, da, no, fi, cs, hu, ro, hr, tr, id; own city lists where faker has
-none), capped per locale so that no locale dominates; organisations are surnames, cities or brand
-words (``ORG_PREFIXES`` x ``ORG_ROOTS``, syllable names) with shared suffixes ("Holdings", "FC",
-"University of ...").
+Names: first names (by gender), surnames and cities from the person and address providers of 24
+Latin-script ``faker`` locales (en, fr, de, es, it, pt, nl, pl, sv, da, no, fi, cs, hu, ro, hr, tr,
+id; own city lists where faker has none), capped per locale so that no locale dominates;
+organisations are surnames, cities or brand words (``ORG_PREFIXES`` x ``ORG_ROOTS``, syllable
+names) with shared suffixes ("Holdings", "FC", "University of ...").
 
 Split rule (``split_pools``): every word of every name is assigned to "train" (80 %), "validation"
 (5 %) or "test" (15 %) by a seeded CRC-32 of the word; a name belongs to the split of its words
@@ -67,6 +67,8 @@ LOCALES = (
 CAP_FIRST_NAMES = 150  # per locale and gender
 CAP_SURNAMES = 250  # per locale
 CAP_CITIES = 150  # per locale
+MIN_LOCALE_POOL = 3  # a locale takes part in a split when each of its lists there holds this many names
+GENDERS = ("male", "female")
 CITY_COMMON_MIN = 3  # a word in this many city names ("San", "Nowy") is shared, not a name component
 # Real cities for locales whose faker provider has no city list.
 EXTRA_CITIES: dict[str, tuple[str, ...]] = {
@@ -189,10 +191,20 @@ REASONS = (
     "personal reasons", "health reasons", "differences with the board", "a wish to spend more time with family",
     "disagreements over strategy",
 )  # fmt: skip
-FACILITIES = (
-    "battery plant", "distribution centre", "research centre", "chip factory", "bottling plant", "data centre",
-    "steel mill", "car parts factory", "solar panel plant", "bakery",
-)  # fmt: skip
+FACILITIES: dict[str, tuple[str, ...]] = {  # sector -> sites it opens
+    "logistics": ("distribution centre", "freight terminal"),
+    "software": ("data centre", "research centre"),
+    "energy": ("battery plant", "solar panel plant"),
+    "food": ("bottling plant", "bakery", "dairy plant"),
+    "pharmaceutical": ("research centre", "vaccine plant"),
+    "engineering": ("car parts factory", "assembly plant"),
+    "retail": ("distribution centre", "flagship store"),
+    "insurance": ("customer service centre",),
+    "banking": ("technology hub", "customer service centre"),
+    "telecoms": ("data centre", "network operations centre"),
+    "chemicals": ("chemical plant",),
+    "steel": ("steel mill", "rolling mill"),
+}
 OFFICES = ("the regional economy minister", "the industry minister", "the regional governor")
 FINDINGS = (  # (finding, what was examined)
     ("a new species of tree frog", "specimens"),
@@ -210,13 +222,19 @@ FINDINGS = (  # (finding, what was examined)
     ("a way to detect cancer from a single blood test", "blood samples"),
     ("a mineral that could replace rare metals in batteries", "rock samples"),
 )
-JOURNALS = ("the journal Nature", "the journal Science", "The Lancet", "the journal Cell", "a leading medical journal")
+JOURNALS = (
+    "the journal Nature",
+    "the journal Science",
+    "The Lancet",
+    "the journal Cell",
+    "a leading medical journal",
+)
 FIELDS = (
     "literature", "architecture", "journalism", "medicine", "photography", "music", "environmental science",
     "mathematics", "children's fiction", "documentary film",
 )  # fmt: skip
 PRAISE = (
-    "a lifetime of original work", "its courage and clarity", "work that changed the field", "a remarkable debut",
+    "a lifetime of original work", "courage and clarity", "work that changed the field", "a remarkable debut",
     "years of careful research",
 )  # fmt: skip
 OFFENCES = (
@@ -247,7 +265,10 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("{O} has appointed {P} as its new {role}, the company said in {C} on {D}.",),
-            ("{P}, {age}, will become {role} of {O}.", "The {C}-based {sector} company announced the appointment on {D}."),
+            (
+                "{P}, {age}, will become {role} of {O}.",
+                "The {C}-based company announced the appointment on {D}.",
+            ),
             ("{C}-based {O} names {P} as its {role} on {D}.", "{PS} is {age} and takes over next month."),
         ),
         "headline": ("{O} names {P} as new {role}", "New {role} for {O}"),
@@ -281,7 +302,10 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("{P} resigns as {role} of {O}, the company said in {C} on {D}.",),
-            ("{P} steps down as {role} of {O} on {D}.", "{PS} had spent {years} years at the {C}-based company."),
+            (
+                "{P} steps down as {role} of {O} on {D}.",
+                "{PS} had spent {years} years at the {C}-based company.",
+            ),
             ("{O} says its {role} {P} has quit, in a statement from {C} on {D}.", "{PS} cited {reason}."),
         ),
         "headline": ("{P} quits as {role} of {O}", "{O} {role} steps down"),
@@ -315,8 +339,11 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("{O} agrees to buy {O2} for {amount}, the company said in {C} on {D}.",),
-            ("{O} will acquire {O2} in a {amount} deal announced on {D}.", "{P}, the chief executive of {O}, expects the deal to close this year."),
-            ("{C}-based {O} announces a {amount} takeover of {O2} on {D}.",),
+            (
+                "{O} will acquire {O2} in a {amount} deal announced on {D}.",
+                "{P}, the chief executive of {O}, expects the deal to close this year.",
+            ),
+            ("{C}-based {O} announces a {amount} takeover of its smaller rival {O2} on {D}.",),
         ),
         "headline": ("{O} to buy {O2} for {amount}", "{O} agrees deal for {O2}"),
         "scene": (
@@ -325,9 +352,9 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "more": (
             "Shares in {O2} jumped {pct_small} on the news.",
-            "{O2} was founded in {XC} in {XY} and employs about {employees2} people.",
+            "{O2} was founded in {XC} in {XY}.",
             "Advisers at {XO} worked on the deal.",
-            "The combined company will have annual sales of about {amount2}.",
+            "The combined company will have annual sales of about {sales}.",
         ),
         "quote": (
             '"Together we will be stronger," {PS} said.',
@@ -338,7 +365,7 @@ EVENTS: dict[str, dict[str, tuple]] = {
         "key": (
             "{O} beat {O2} {score} in {C} on {D}, with {P} scoring the winning goal in the {minute} minute.",
             "A goal from {P} in the {minute} minute gave {O} a {score} win over {O2} in {C} on {D}.",
-            "{O} came from behind to defeat {O2} {score} on {D}, as {P} struck late in front of a home crowd in {C}.",
+            "{O} defeated {O2} {score} on {D}, as {P} struck late in front of a home crowd in {C}.",
             "On {D}, {O} secured a {score} victory against {O2} in {C}, thanks to a late goal from {P}.",
         ),
         "detail": (
@@ -348,7 +375,10 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("{O} beat {O2} {score} in {C} on {D}.", "{P} scored the winning goal."),
-            ("{P} scores the winner as {O} beat {O2} {score} on {D}.", "The match in {C} was watched by {attendance} fans."),
+            (
+                "{P} scores the winner as {O} beat {O2} {score} on {D}.",
+                "The match in {C} was watched by {attendance} fans.",
+            ),
             ("{O} win {score} against {O2} in {C} on {D} after a late goal from {P}.",),
         ),
         "headline": ("{O} edge past {O2}", "{P} the hero for {O}"),
@@ -380,8 +410,14 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("{P} joins {O} from {O2} for {amount}, the {C} club said on {D}.",),
-            ("{O} sign {P} from {O2} for {amount} on {D}.", "The {age}-year-old joins the {C} club on a {contract}-year contract."),
-            ("{P} completes a {amount} move from {O2} to {O} on {D}.", "{PS} has signed a {contract}-year contract with the {C} club."),
+            (
+                "{O} sign {P} from {O2} for {amount} on {D}.",
+                "The {age}-year-old joins the {C} club on a {contract}-year contract.",
+            ),
+            (
+                "{P} completes a {amount} move from {O2} to {O} on {D}.",
+                "{PS} has signed a {contract}-year contract with the {C} club.",
+            ),
         ),
         "headline": ("{O} sign {P}", "{P} leaves {O2}"),
         "scene": (
@@ -443,9 +479,15 @@ EVENTS: dict[str, dict[str, tuple]] = {
             "{P}, who led the work, said the team examined {n} {samples} over {years} years.",
         ),
         "highlight": (
-            ("Researchers at {O} in {C} have discovered {finding}.", "The study, led by {P}, was published on {D}."),
+            (
+                "Researchers at {O} in {C} have discovered {finding}.",
+                "The study, led by {P}, was published on {D}.",
+            ),
             ("A team led by {P} at {O} in {C} reports {finding} in a study published on {D}.",),
-            ("Scientists at {O} have found {finding}, according to a study published in {C} on {D}.", "The team examined {n} {samples}."),
+            (
+                "Scientists at {O} have found {finding}, according to a study published in {C} on {D}.",
+                "The team examined {n} {samples}.",
+            ),
         ),
         "headline": ("Breakthrough at {O}", "{O} team makes surprising discovery"),
         "scene": (
@@ -475,9 +517,15 @@ EVENTS: dict[str, dict[str, tuple]] = {
             "{P}, {office}, said the {amount} investment was the largest in the region for a decade.",
         ),
         "highlight": (
-            ("{O} opens a {facility} in {C} on {D}, creating {jobs} jobs.",),
-            ("A {facility} built by {O} opens in {C} on {D}.", "The {amount} site will employ {jobs} people."),
-            ("{P} opens the new {facility} of {O} in {C} on {D}.", "It will bring {jobs} jobs to the region."),
+            ("{O} opens a new {facility} in {C} on {D}, creating {jobs} jobs in the region.",),
+            (
+                "A {facility} built by {O} opens in {C} on {D}.",
+                "The {amount} site will employ {jobs} people.",
+            ),
+            (
+                "{P} opens the new {facility} of {O} in {C} on {D}.",
+                "It will bring {jobs} jobs to the region.",
+            ),
         ),
         "headline": ("{O} opens {facility} in {C}", "{jobs} new jobs in {C}"),
         "scene": (
@@ -540,7 +588,10 @@ EVENTS: dict[str, dict[str, tuple]] = {
         ),
         "highlight": (
             ("A court in {C} orders {O} to pay {amount} in damages on {D}.",),
-            ("{O} is ordered to pay {amount} by a court in {C} on {D}.", "Judge {P} found the company responsible for {offence}."),
+            (
+                "{O} is ordered to pay {amount} by a court in {C} on {D}.",
+                "Judge {P} found the company responsible for {offence}.",
+            ),
             ("Judge {P} rules in {C} on {D} that {O} must pay {amount}.",),
         ),
         "headline": ("{O} ordered to pay {amount}", "Court rules against {O}"),
@@ -565,7 +616,7 @@ CONTEXT = (
     '"It is an important moment for the whole region," said {G1}, an analyst at {GO}.',
     "{G1}, an economist at {GO} in {GC}, said the news reflected wider changes in the region.",
     "{GO}, which is based in {GC}, reported a {pct_small2} rise in sales last year.",
-    "Local newspapers in {GC} first reported the plans on {GD}.",
+    "Local newspapers in {GC} first reported the story on {GD}.",
     "Separately, {GO} said on {GD} that it would open a new office in {GC}.",
     "The mayor of {GC}, {G1}, is expected to comment later this week.",
     "Elsewhere in the region, {GO} announced plans to hire {n_small} staff in {GC}.",
@@ -627,7 +678,9 @@ def _latin(text: str) -> bool:
 
 
 def _name_word(word: str) -> bool:
-    return 3 <= len(word) <= 14 and word.isalpha() and word[0].isupper() and not word.isupper() and _latin(word)
+    return (
+        3 <= len(word) <= 14 and word.isalpha() and word[0].isupper() and not word.isupper() and _latin(word)
+    )
 
 
 def _city_name(name: str) -> bool:
@@ -678,7 +731,9 @@ def _raw_names() -> dict[str, dict[str, list[str]]]:
         keep = set(both)
         out[locale] = {
             "male": _capped(filter(_name_word, _provider_list(person, "first_names_male")), CAP_FIRST_NAMES),
-            "female": _capped(filter(_name_word, _provider_list(person, "first_names_female")), CAP_FIRST_NAMES),
+            "female": _capped(
+                filter(_name_word, _provider_list(person, "first_names_female")), CAP_FIRST_NAMES
+            ),
             "surnames_male": [name for name in dict.fromkeys(male_surnames) if name in keep],
             "surnames_female": [name for name in dict.fromkeys(female_surnames) if name in keep],
             "cities": _capped(filter(_city_name, cities), CAP_CITIES),
@@ -698,7 +753,7 @@ def _common_words() -> frozenset[str]:
     counts = Counter()
     for names in _raw_names().values():
         for city in names["cities"]:
-            counts.update(dict.fromkeys(word.casefold() for word in _words(city)))
+            counts.update(list(dict.fromkeys(word.casefold() for word in _words(city))))
     cities = {word for word, count in counts.items() if count >= CITY_COMMON_MIN}
     short_or_lower = {
         word.casefold()
@@ -751,13 +806,18 @@ def _pools(seed: int) -> dict[str, _Pools]:
 
     out = {}
     for split in SPLITS:
-        first = {loc: {g: keep(raw[loc][g], split) for g in ("male", "female")} for loc in LOCALES}
-        surnames = {loc: {g: keep(raw[loc][f"surnames_{g}"], split) for g in ("male", "female")} for loc in LOCALES}
+        first = {loc: {g: keep(raw[loc][g], split) for g in GENDERS} for loc in LOCALES}
+        surnames = {loc: {g: keep(raw[loc][f"surnames_{g}"], split) for g in GENDERS} for loc in LOCALES}
         cities = {loc: keep(raw[loc]["cities"], split, single=False) for loc in LOCALES}
         person_locales = tuple(
-            loc for loc in LOCALES if all(first[loc][g] and surnames[loc][g] for g in ("male", "female"))
+            loc
+            for loc in LOCALES
+            if all(
+                len(first[loc][g]) >= MIN_LOCALE_POOL and len(surnames[loc][g]) >= MIN_LOCALE_POOL
+                for g in GENDERS
+            )
         )
-        city_locales = tuple(loc for loc in LOCALES if cities[loc])
+        city_locales = tuple(loc for loc in LOCALES if len(cities[loc]) >= MIN_LOCALE_POOL)
         out[split] = _Pools(first, surnames, cities, person_locales, city_locales, keep(_org_words(), split))
     return out
 
@@ -766,12 +826,13 @@ def split_pools(seed: int = 0) -> dict[str, dict[str, list[str]]]:
     """split -> {"first_names", "surnames", "org_words", "cities"} -> sorted names of that split."""
     out = {}
     for split, pools in _pools(seed).items():
-        out[split] = {
-            "first_names": sorted({name for loc in LOCALES for names in pools.first[loc].values() for name in names}),
-            "surnames": sorted({name for loc in LOCALES for names in pools.surnames[loc].values() for name in names}),
-            "org_words": list(pools.org_words),
-            "cities": sorted({name for loc in LOCALES for name in pools.cities[loc]}),
-        }
+        lists = (
+            [name for loc in LOCALES for g in GENDERS for name in pools.first[loc][g]],
+            [name for loc in LOCALES for g in GENDERS for name in pools.surnames[loc][g]],
+            list(pools.org_words),
+            [name for loc in LOCALES for name in pools.cities[loc]],
+        )
+        out[split] = {pool: sorted(set(names)) for pool, names in zip(POOL_NAMES, lists, strict=True)}
     return out
 
 
@@ -810,20 +871,26 @@ class _Cast:
         return self.rng.choice(options)
 
     def person(self, gender: str | None = None) -> tuple[str, str, str]:
-        """(full name, surname, gender)."""
-        gender = gender or self.rng.choice(("male", "female"))
-        locale = self._locale(self.pools.person_locales)
-        first = self._fresh(lambda: self.rng.choice(self.pools.first[locale][gender]))
-        surname = self._fresh(lambda: self.rng.choice(self.pools.surnames[locale][gender]))
-        return f"{first} {surname}", surname, gender
+        """(full name, surname, gender); first name and surname from one locale."""
+        gender = gender or self.rng.choice(GENDERS)
+        for _ in range(100):
+            locale = self._locale(self.pools.person_locales)
+            first = self.rng.choice(self.pools.first[locale][gender])
+            surname = self.rng.choice(self.pools.surnames[locale][gender])
+            if first not in self.used and surname not in self.used and first != surname:
+                self.used.update((first, surname))
+                return f"{first} {surname}", surname, gender
+        raise RuntimeError("name pool exhausted")  # pragma: no cover - pools hold hundreds of names
 
     def surname(self) -> str:
-        locale = self._locale(self.pools.person_locales)
-        return self._fresh(lambda: self.rng.choice(self.pools.surnames[locale][self.rng.choice(("male", "female"))]))
+        def draw() -> str:
+            locale = self._locale(self.pools.person_locales)
+            return self.rng.choice(self.pools.surnames[locale][self.rng.choice(GENDERS)])
+
+        return self._fresh(draw)
 
     def city(self) -> str:
-        locale = self._locale(self.pools.city_locales)
-        return self._fresh(lambda: self.rng.choice(self.pools.cities[locale]))
+        return self._fresh(lambda: self.rng.choice(self.pools.cities[self._locale(self.pools.city_locales)]))
 
     def word(self) -> str:
         return self._fresh(lambda: self.rng.choice(self.pools.org_words))
@@ -884,6 +951,7 @@ class _Story:
             "employees": lambda: self.count(800, 60_000),
             "countries": lambda: str(rng.randint(6, 40)),
             "amount": lambda: self.amount(5, 900),
+            "sales": lambda: self.amount(800, 30_000),
             "seats": lambda: str(rng.randint(8, 30)),
             "days": lambda: str(rng.choice((14, 21, 28, 30))),
             "losses": lambda: rng.choice(NUMBER_WORDS[2:5]),
@@ -915,7 +983,9 @@ class _Story:
         value = self.rng.uniform(low, high)
         if value >= 1000:
             return f"{self.currency}{value / 1000:.1f} billion"
-        return f"{self.currency}{round(value)} million" if value >= 20 else f"{self.currency}{value:.1f} million"
+        return (
+            f"{self.currency}{round(value)} million" if value >= 20 else f"{self.currency}{value:.1f} million"
+        )
 
     def count(self, low: int, high: int) -> str:
         return f"{self.rng.randint(low, high):,}"
@@ -955,3 +1025,202 @@ class _Story:
                 return self[key]
 
         return template.format_map(Slots())
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 11 <= n % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _company_event(s: _Story, rng: random.Random) -> None:
+    sector = rng.choice(list(SECTORS))
+    s.person("P")
+    s.slots.update(O=s.cast.company(sector), C=s.cast.city(), sector=sector, role=rng.choice(ROLES))
+    s.slots["reason"] = rng.choice(REASONS)
+
+
+def _acquisition(s: _Story, rng: random.Random) -> None:
+    sector = rng.choice(list(SECTORS))
+    s.person("P")
+    s.slots.update(O=s.cast.company(sector), O2=s.cast.company(sector), C=s.cast.city(), sector=sector)
+    s.slots["amount"] = s.amount(40, 9_000)
+
+
+def _match(s: _Story, rng: random.Random) -> None:
+    city = s.cast.city()
+    winner = rng.randint(1, 4)
+    s.person("P", "male")
+    s.slots.update(
+        C=city, O=s.cast.club(city), O2=s.cast.club(), score=f"{winner}-{rng.randint(0, winner - 1)}"
+    )
+    s.slots.update(minute=_ordinal(rng.randint(55, 90)), attendance=s.count(2_000, 75_000))
+    s.slots["points"] = str(rng.randint(1, 12))
+
+
+def _transfer(s: _Story, rng: random.Random) -> None:
+    city = s.cast.city()
+    s.person("P", "male")
+    s.slots.update(C=city, O=s.cast.club(city), O2=s.cast.club(), amount=s.amount(1, 120))
+    s.slots.update(
+        age=str(rng.randint(19, 33)), contract=rng.choice(NUMBER_WORDS[:4]), goals=str(rng.randint(3, 30))
+    )
+
+
+def _election(s: _Story, rng: random.Random) -> None:
+    s.person("P")
+    s.slots.update(
+        C=s.cast.city(), O=s.cast.named(PARTY_FORMATS), pct=s.pct(40.5, 72.0), pct2=s.pct(15.0, 39.9)
+    )
+    s.slots["turnout"] = s.pct(35.0, 78.0)
+
+
+def _research(s: _Story, rng: random.Random) -> None:
+    city = s.cast.city()
+    finding, samples = rng.choice(FINDINGS)
+    s.person("P")
+    s.slots.update(
+        C=city, O=s.cast.institution(city), finding=finding, samples=samples, journal=rng.choice(JOURNALS)
+    )
+    s.slots["n"] = s.count(40, 12_000)
+
+
+def _opening(s: _Story, rng: random.Random) -> None:
+    sector = rng.choice(list(SECTORS))
+    s.person("P")
+    s.slots.update(
+        O=s.cast.company(sector), C=s.cast.city(), facility=rng.choice(FACILITIES[sector]), sector=sector
+    )
+    s.slots.update(office=rng.choice(OFFICES), jobs=s.count(60, 2_500), amount=s.amount(15, 2_500))
+
+
+def _award(s: _Story, rng: random.Random) -> None:
+    s.person("P")
+    s.slots.update(
+        C=s.cast.city(), O=s.cast.named(PRIZE_FORMATS), field=rng.choice(FIELDS), praise=rng.choice(PRAISE)
+    )
+    s.slots.update(amount=f"{s.currency}{rng.randint(2, 100) * 5_000:,}", count=rng.choice(NUMBER_WORDS[1:6]))
+
+
+def _court(s: _Story, rng: random.Random) -> None:
+    s.person("P")
+    s.slots.update(
+        C=s.cast.city(), O=s.cast.company(), offence=rng.choice(OFFENCES), claimant=rng.choice(CLAIMANTS)
+    )
+    s.slots["amount"] = s.amount(0.2, 300)
+
+
+SETUP: dict[str, Callable[[_Story, random.Random], None]] = {
+    "appointment": _company_event,
+    "resignation": _company_event,
+    "acquisition": _acquisition,
+    "match": _match,
+    "transfer": _transfer,
+    "election": _election,
+    "research": _research,
+    "opening": _opening,
+    "award": _award,
+    "court": _court,
+}
+PRONOUNS = ("he", "his", "him")
+
+
+def _fields(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+def _tell(rng: random.Random, pools: _Pools, min_words: int, max_words: int) -> Story:
+    """One article, its highlight and entities (see the module docstring)."""
+    event = rng.choice(list(EVENTS))
+    templates = EVENTS[event]
+    s = _Story(rng, pools)
+    SETUP[event](s, rng)
+    wording = rng.randrange(len(templates["key"]))
+    key = s.fill(templates["key"][wording])
+    detail = s.fill(rng.choice(templates["detail"]))
+    summary = templates["highlight"][wording % len(templates["highlight"])]
+
+    layout = rng.choices(LAYOUTS, LAYOUT_WEIGHTS)[0]
+    if layout == "lead":
+        paragraphs, key_index = [[key]], 0
+    elif layout == "headline":
+        paragraphs, key_index = [[s.fill(rng.choice(templates["headline"]))], [key]], 1
+    elif layout == "scene":
+        paragraphs, key_index = [[s.fill(rng.choice(templates["scene"])), key]], 1
+    else:
+        paragraphs, key_index = [[s.fill(text) for text in rng.sample(BACKGROUND, 2)], [key]], 2
+    if rng.random() < 0.3:
+        paragraphs.append([detail])
+    else:
+        paragraphs[-1].append(detail)
+    opening = len(paragraphs)
+
+    body = rng.sample(templates["more"], rng.randint(2, len(templates["more"])))
+    body += rng.sample(templates["quote"], rng.randint(1, len(templates["quote"])))
+    context = rng.sample(CONTEXT, len(CONTEXT))
+    body += context[:5]
+    rng.shuffle(body)
+    words = sum(len(sentence.split()) for paragraph in paragraphs for sentence in paragraph)
+    target = rng.randint(min_words, max(min_words, max_words - 25))
+    for template in body:
+        if words >= target:
+            break
+        sentence = s.fill(template)
+        length = len(sentence.split())
+        if words + length > max_words:
+            continue
+        last = paragraphs[-1]
+        quote = sentence.startswith('"') or last[0].startswith('"')
+        if len(paragraphs) > opening and len(last) < 3 and not quote and rng.random() < 0.6:
+            paragraphs[-1].append(sentence)
+        else:
+            paragraphs.append([sentence])
+        words += length
+    spare = iter(context[5:] + context[:5])
+    while words < min_words:  # rare: short draws; top up with distractor sentences
+        sentence = s.fill(next(spare))
+        paragraphs.append([sentence])
+        words += len(sentence.split())
+    closing = s.fill(rng.choice(CLOSING))
+    if rng.random() < 0.5 and words + len(closing.split()) <= max_words:
+        paragraphs.append([closing])
+    article = "\n\n".join(" ".join(paragraph) for paragraph in paragraphs)
+
+    highlights = " ".join(s.fill(sentence) for sentence in summary)
+    fields = [field for sentence in summary for field in _fields(sentence)]
+    for field in fields:  # every copied value is in the article (a template bug otherwise)
+        if field not in PRONOUNS and s.slots[field] not in article:
+            raise AssertionError(f"{event}: highlight slot {field}={s.slots[field]!r} not in the article")
+    entities = tuple(dict.fromkeys(s.slots[field] for field in fields if field in ENTITY_SLOTS))
+    return Story(article, highlights, entities, event, layout, key, key_index)
+
+
+def stories(
+    split: str, size: int, *, seed: int = 0, min_words: int = 150, max_words: int = 260
+) -> list[Story]:
+    """`size` stories of `split`, from that split's name pools; the same arguments give the same stories."""
+    rng = random.Random(f"attnlab-news|{seed}|{split}")
+    pools = _pools(seed)[split]
+    return [_tell(rng, pools, min_words, max_words) for _ in range(size)]
+
+
+def build_news(
+    *,
+    train_size: int = 40_000,
+    validation_size: int = 500,
+    test_size: int = 2_000,
+    seed: int = 0,
+    min_words: int = 150,
+    max_words: int = 260,
+) -> DatasetDict:
+    """Train / validation / test splits of news articles, highlights and copied entities (module docstring)."""
+    sizes = {"train": train_size, "validation": validation_size, "test": test_size}
+    splits = {}
+    for split, size in sizes.items():
+        rows = stories(split, size, seed=seed, min_words=min_words, max_words=max_words)
+        columns = {
+            "article": [row.article for row in rows],
+            "highlights": [row.highlights for row in rows],
+            "id": [f"{split}-{index:06d}" for index in range(size)],
+            "entities": [list(row.entities) for row in rows],
+        }
+        splits[split] = Dataset.from_dict(columns, features=FEATURES)
+    return DatasetDict(splits)

@@ -16,13 +16,13 @@ from attnlab.backbones.transformer import EncoderBlock, FeedForward, Transformer
 
 __all__ = [
     "AttentiveGRUDecoder",
-    "RecurrentDecoderCache",
-    "RecurrentEncoder",
     "DecoderBlock",
     "DecoderCache",
     "EncoderBlock",
     "FeedForward",
     "GenerationConfig",
+    "RecurrentDecoderCache",
+    "RecurrentEncoder",
     "TimmBackbone",
     "TransformerDecoder",
     "TransformerEncoder",

@@ -276,7 +276,7 @@ class HFDataModule(L.LightningDataModule, ABC):
                 sampler.resume_at(resume["epoch"], resume["batches"] * self.batch_size)
         return DataLoader(
             split,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            batch_size=self.batch_size if split_name == "train" else self.eval_batch_size,  # overfitting: train batches too
             sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import torch
 from datasets import Dataset, DatasetDict
-from torch.utils.data import Sampler
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
 
 from attnlab.data.datamodule import HFDataModule
 from attnlab.data.sampler import LengthBucketBatchSampler

@@ -21,7 +21,7 @@ class CorpusBLEU(SacreBLEUScore):
     def __init__(self) -> None:
         super().__init__(tokenize="13a")
 
-    def update(self, preds: Sequence[str], references: Sequence[str], entities=None) -> None:  # noqa: ANN001
+    def update(self, preds: Sequence[str], references: Sequence[str], entities: object = None) -> None:
         super().update(list(preds), [[r] for r in references])
 
     def compute(self) -> Tensor:
@@ -29,9 +29,13 @@ class CorpusBLEU(SacreBLEUScore):
 
 
 class CorpusChrF(CHRFScore):
-    """Corpus chrF (0-100; character n-grams, robust to morphology), one reference per item."""
+    """Corpus chrF (0-100; character 6-grams, beta 2, no word n-grams: sacreBLEU's default chrF, not
+    chrF++), one reference per item; robust to morphology and word splits."""
 
-    def update(self, preds: Sequence[str], references: Sequence[str], entities=None) -> None:  # noqa: ANN001
+    def __init__(self) -> None:
+        super().__init__(n_word_order=0)
+
+    def update(self, preds: Sequence[str], references: Sequence[str], entities: object = None) -> None:
         super().update(list(preds), [[r] for r in references])
 
     def compute(self) -> Tensor:
@@ -45,7 +49,7 @@ class RougeF(ROUGEScore):
         super().__init__(rouge_keys=(key,))
         self.key = key
 
-    def update(self, preds: Sequence[str], references: Sequence[str], entities=None) -> None:  # noqa: ANN001
+    def update(self, preds: Sequence[str], references: Sequence[str], entities: object = None) -> None:
         super().update(list(preds), list(references))
 
     def compute(self) -> Tensor:
@@ -55,7 +59,7 @@ class RougeF(ROUGEScore):
 class ExactMatch(MeanMetric):
     """Share of items whose prediction equals the reference (surrounding whitespace ignored)."""
 
-    def update(self, preds: Sequence[str], references: Sequence[str], entities=None) -> None:  # noqa: ANN001
+    def update(self, preds: Sequence[str], references: Sequence[str], entities: object = None) -> None:
         matches = [float(p.strip() == r.strip()) for p, r in zip(preds, references, strict=True)]
         super().update(torch.tensor(matches, dtype=torch.float32))
 

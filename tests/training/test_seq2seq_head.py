@@ -1,0 +1,133 @@
+"""Seq2SeqHead with both decoders: causality, generation equivalences, tied embeddings, metrics."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import sacrebleu
+import torch
+from rouge_score import rouge_scorer
+
+from attnlab.backbones import AttentiveGRUDecoder, GenerationConfig, RecurrentEncoder, TransformerDecoder
+from attnlab.embed import TokenEmbed
+from attnlab.training import Seq2SeqHead
+from attnlab.training.text_metrics import CorpusBLEU, CorpusChrF, EntityCopy, ExactMatch, RougeF
+
+DIM, VOCAB = 32, 50
+DECODERS = {
+    "transformer": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
+    "gru_additive": partial(AttentiveGRUDecoder, score="additive"),
+    "gru_general": partial(AttentiveGRUDecoder, score="general"),
+}
+
+
+def make_head(kind: str, **generation) -> Seq2SeqHead:
+    torch.manual_seed(0)
+    head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS[kind], generation=GenerationConfig(**generation))
+    with torch.no_grad():  # a sharper output distribution than the init's, so ties never decide a search
+        head.output_bias.normal_(0, 2.0)
+    return head.eval()
+
+
+def memory(batch: int = 3, length: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, 5:] = False  # a padded source row
+    return torch.randn(batch, length, DIM), mask
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_changing_a_future_target_token_never_changes_earlier_logits(kind):
+    head = make_head(kind)
+    states, mask = memory()
+    target = torch.randint(4, VOCAB, (3, 9))
+    changed = target.clone()
+    changed[:, 6] = (changed[:, 6] + 1 - 4) % (VOCAB - 4) + 4
+    logits = head(states, mask, {"decoder_input": target})["logits"]
+    logits_changed = head(states, mask, {"decoder_input": changed})["logits"]
+    torch.testing.assert_close(logits[:, :6], logits_changed[:, :6], rtol=0, atol=1e-5)
+    assert not torch.allclose(logits[:, 6:], logits_changed[:, 6:], atol=1e-4)  # the change does reach later steps
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_beam_of_one_equals_greedy(kind):
+    states, mask = memory()
+    greedy, greedy_scores = make_head(kind, strategy="greedy", max_length=12).generate(states, mask)
+    beam, beam_scores = make_head(kind, strategy="beam", beam_size=1, max_length=12, length_penalty=0.0).generate(
+        states, mask
+    )
+    assert torch.equal(greedy, beam)
+    torch.testing.assert_close(greedy_scores, beam_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+@pytest.mark.parametrize("kind", DECODERS)
+def test_generation_with_the_cache_equals_generation_without_it(kind, strategy):
+    head = make_head(kind, strategy=strategy, beam_size=3, max_length=10)
+    states, mask = memory()
+    cached, cached_scores = head.generate(states, mask, use_cache=True)
+    full, full_scores = head.generate(states, mask, use_cache=False)
+    assert torch.equal(cached, full)
+    torch.testing.assert_close(cached_scores, full_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_source_target_and_output_embeddings_are_one_table():
+    adapter = TokenEmbed(dim=DIM, vocab_size=VOCAB)
+    head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS["transformer"])
+    head.tie_to_adapter(adapter)
+    assert head.embedding.weight is adapter.embedding.weight
+    logits = head.logits(torch.randn(2, DIM))
+    logits.sum().backward()
+    assert adapter.embedding.weight.grad is not None
+    untied = Seq2SeqHead(dim=DIM, vocab_size=VOCAB + 1, decoder=DECODERS["transformer"])
+    with pytest.raises(ValueError, match="vocab_size"):
+        untied.tie_to_adapter(adapter)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gru_additive"])
+def test_cross_attention_covers_each_generated_token_over_real_source_tokens(kind):
+    head = make_head(kind, max_length=6)
+    states, mask = memory()
+    generated, _ = head.generate(states, mask)
+    with torch.no_grad():
+        layers = head.cross_attention(states, mask, generated)
+    weights = layers[-1]  # (B, H, T, S)
+    assert weights.shape[0] == 3 and weights.shape[2:] == (generated.shape[1], 7)
+    torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)), rtol=1e-4, atol=1e-4)
+    assert float(weights[0, ..., 5:].abs().max()) == 0.0  # padded source tokens get no attention
+
+
+def test_recurrent_encoder_ignores_padding():
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(dim=DIM, depth=2).eval()
+    tokens = torch.randn(1, 5, DIM)
+    padded = torch.cat([tokens, torch.randn(1, 3, DIM)], 1)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    alone = encoder(tokens, torch.ones(1, 5, dtype=torch.bool))
+    torch.testing.assert_close(encoder(padded, mask)[:, :5], alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="even"):
+        RecurrentEncoder(dim=33)
+
+
+def test_text_metrics_match_sacrebleu_and_rouge_score():
+    preds = ["the cat sat on the mat", "nine hundred and two", "Marta Kowalska joined Acme Group in Lyon"]
+    refs = ["the cat sat on a mat", "nine hundred and two", "Marta Kowalska joined Acme Group in Lyon today"]
+    bleu, chrf = CorpusBLEU(), CorpusChrF()
+    bleu.update(preds, refs, None)
+    chrf.update(preds, refs, None)
+    assert float(bleu.compute()) == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-3)
+    assert float(chrf.compute()) == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score, abs=1e-2)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    expected = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)) / 3
+    rouge = RougeF("rougeL")
+    rouge.update(preds, refs, None)
+    assert float(rouge.compute()) == pytest.approx(expected, abs=1e-4)
+    exact = ExactMatch()
+    exact.update(preds, refs, None)
+    assert float(exact.compute()) == pytest.approx(1 / 3)
+    copy = EntityCopy()
+    copy.update(preds, refs, [[], ["nine"], ["Marta Kowalska", "Acme Group", "Lyon", "Paris"]])
+    assert float(copy.compute()) == pytest.approx(4 / 5)
+    with pytest.raises(ValueError, match="entities"):
+        EntityCopy().update(preds, refs, None)
