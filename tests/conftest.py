@@ -26,7 +26,7 @@ TINY_TASK = {
     "translation": ["task=translation", "data.train_size=300", "data.validation_size=8", "data.test_size=8",
                     "data.batch_size=8", "data.max_tokens=null", "data.max_target_len=32",
                     "model.tasks.translation.head.vocab_size=300", "model.tasks.translation.head.label_smoothing=0",
-                    "backbone.depth=2"],
+                    "backbone.depth=2", "model.optimizer.lr=0.003"],
     "summarization": ["task=summarization", "data.train_size=60", "data.validation_size=4", "data.test_size=4",
                       "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
                       "model.tasks.summarization.head.vocab_size=300",

@@ -156,7 +156,7 @@ def test_tasks_are_installed_and_a_checkpoint_restores_outside_the_repository(tm
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "['image_classification', 'vqa']" in done.stdout
+    assert "['image_classification', 'summarization', 'translation', 'vqa']" in done.stdout
     assert "AttnLabModule (64, 10)" in done.stdout
 
 

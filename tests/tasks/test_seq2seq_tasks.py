@@ -10,7 +10,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from hydra.utils import instantiate
-from tasks.summarization.data import SummarizationDataModule, derived_entities
+from tasks.summarization.data import SummarizationDataModule, derived_entities, swap_entities
 from tasks.translation.data import TranslationDataModule
 from tests.conftest import QUIET, TINY_TASK, compose_config
 
@@ -142,3 +142,26 @@ def test_fast_dev_run_of_the_bahdanau_experiment(train_cfg, task):
     model = instantiate(cfg.model, _partial_=True)(run_config=None)
     assert type(model.backbone).__name__ == "RecurrentEncoder"
     assert type(model.heads[task].decoder).__name__ == "AttentiveGRUDecoder"
+
+
+def test_entity_swap_renames_names_consistently_and_keeps_shared_words():
+    def word(i: int, stem: str) -> str:  # a distinct name per row, as in the builder's data
+        return stem + "".join(chr(97 + (i // 26**k) % 26) for k in range(3))
+
+    rows = [(word(i, "Mar"), word(i, "Kowal"), word(i, "Lis"), word(i, "Ly")) for i in range(400)]
+    data = Dataset.from_dict({
+        "article": [f"{f} {s} of {o} Holdings spoke in {c} on 3 May. {s} smiled." for f, s, o, c in rows],
+        "highlights": [f"{f} {s} of {o} Holdings spoke in {c} on 3 May." for f, s, o, c in rows],
+        "id": [str(i) for i in range(400)],
+        "entities": [[f"{f} {s}", f"{o} Holdings", c, "3 May"] for f, s, o, c in rows],
+    })
+    swapped = swap_entities(data, seed=0)
+    for i in (0, 1):
+        row, (first_name, surname, org, city) = swapped[i], rows[i]
+        assert not any(w in row["article"] for w in (first_name, surname, org, city))
+        assert "Holdings" in row["article"] and "3 May" in row["article"]  # shared words stay
+        assert all(e in row["article"] and e in row["highlights"] for e in row["entities"])
+        new_surname = row["entities"][0].split()[1]
+        assert row["article"].count(new_surname) == 2  # every mention renamed the same way
+    assert swapped[0]["entities"][0] != swapped[1]["entities"][0]
+    assert swap_entities(data, seed=0)[0] == swapped[0]  # seeded

@@ -19,14 +19,20 @@ DECODERS = {
     "transformer": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
     "gru_additive": partial(AttentiveGRUDecoder, score="additive"),
     "gru_general": partial(AttentiveGRUDecoder, score="general"),
+    "transformer_copy": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
+    "gru_copy": partial(AttentiveGRUDecoder, score="additive"),
 }
+SOURCE = torch.randint(4, VOCAB, (3, 7), generator=torch.Generator().manual_seed(2))  # (B, S) ids a pointer copies
 
 
 def make_head(kind: str, **generation) -> Seq2SeqHead:
     torch.manual_seed(0)
-    head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS[kind], generation=GenerationConfig(**generation))
+    head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS[kind], generation=GenerationConfig(**generation),
+                       copy=kind.endswith("_copy"))
     with torch.no_grad():  # a sharper output distribution than the init's, so ties never decide a search
         head.output_bias.normal_(0, 2.0)
+        if head.copy:
+            head.copy_follow.fill_(1.5)  # the continuation bonus in play (it starts at 0 in training)
     return head.eval()
 
 
@@ -44,8 +50,8 @@ def test_changing_a_future_target_token_never_changes_earlier_logits(kind):
     target = torch.randint(4, VOCAB, (3, 9))
     changed = target.clone()
     changed[:, 6] = (changed[:, 6] + 1 - 4) % (VOCAB - 4) + 4
-    logits = head(states, mask, {"decoder_input": target})["logits"]
-    logits_changed = head(states, mask, {"decoder_input": changed})["logits"]
+    logits = head(states, mask, {"decoder_input": target, "source_tokens": SOURCE})["logits"]
+    logits_changed = head(states, mask, {"decoder_input": changed, "source_tokens": SOURCE})["logits"]
     torch.testing.assert_close(logits[:, :6], logits_changed[:, :6], rtol=0, atol=1e-5)
     assert not torch.allclose(logits[:, 6:], logits_changed[:, 6:], atol=1e-4)  # the change does reach later steps
 
@@ -53,9 +59,9 @@ def test_changing_a_future_target_token_never_changes_earlier_logits(kind):
 @pytest.mark.parametrize("kind", DECODERS)
 def test_beam_of_one_equals_greedy(kind):
     states, mask = memory()
-    greedy, greedy_scores = make_head(kind, strategy="greedy", max_length=12).generate(states, mask)
+    greedy, greedy_scores = make_head(kind, strategy="greedy", max_length=12).generate(states, mask, source_ids=SOURCE)
     beam, beam_scores = make_head(kind, strategy="beam", beam_size=1, max_length=12, length_penalty=0.0).generate(
-        states, mask
+        states, mask, source_ids=SOURCE
     )
     assert torch.equal(greedy, beam)
     torch.testing.assert_close(greedy_scores, beam_scores, rtol=1e-5, atol=1e-5)
@@ -66,8 +72,8 @@ def test_beam_of_one_equals_greedy(kind):
 def test_generation_with_the_cache_equals_generation_without_it(kind, strategy):
     head = make_head(kind, strategy=strategy, beam_size=3, max_length=10)
     states, mask = memory()
-    cached, cached_scores = head.generate(states, mask, use_cache=True)
-    full, full_scores = head.generate(states, mask, use_cache=False)
+    cached, cached_scores = head.generate(states, mask, source_ids=SOURCE, use_cache=True)
+    full, full_scores = head.generate(states, mask, source_ids=SOURCE, use_cache=False)
     assert torch.equal(cached, full)
     torch.testing.assert_close(cached_scores, full_scores, rtol=1e-4, atol=1e-4)
 
@@ -131,3 +137,34 @@ def test_text_metrics_match_sacrebleu_and_rouge_score():
     assert float(copy.compute()) == pytest.approx(4 / 5)
     with pytest.raises(ValueError, match="entities"):
         EntityCopy().update(preds, refs, None)
+
+
+def test_the_pointer_mixes_a_copy_distribution_over_source_ids():
+    head = make_head("transformer_copy")
+    states, mask = memory()
+    scores = head(states, mask, {"decoder_input": torch.randint(4, VOCAB, (3, 5)), "source_tokens": SOURCE})["logits"]
+    torch.testing.assert_close(scores.exp().sum(-1), torch.ones(3, 5), rtol=1e-4, atol=1e-4)  # a distribution
+    with torch.no_grad():  # gate closed: all mass on the source ids, split by the copy attention
+        head.copy_gate.bias.fill_(-50.0)
+    probs = head(states, mask, {"decoder_input": torch.randint(4, VOCAB, (3, 5)), "source_tokens": SOURCE})["logits"].exp()
+    for b in range(3):
+        real = SOURCE[b][mask[b]].unique()
+        torch.testing.assert_close(probs[b][:, real].sum(-1), torch.ones(5), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="source_tokens"):
+        head(states, mask, {"decoder_input": torch.randint(4, VOCAB, (3, 5)), "source_tokens": SOURCE[:, :3]})
+
+
+def test_the_continuation_bonus_favours_the_source_token_after_the_one_just_emitted():
+    head = make_head("transformer_copy")
+    states, mask = memory()
+    with torch.no_grad():
+        head.copy_gate.bias.fill_(-50.0)  # copy only
+    source = torch.tensor([[10, 11, 12, 13, 14, 15, 16]] * 3)
+    previous = torch.tensor([[12], [15], [40]])  # emitted 12 -> 13 follows; 15 -> 16; 40 is not in the source
+    inputs = {"decoder_input": previous, "source_tokens": source}
+    base = head(states, mask, inputs)["logits"].exp()[:, 0]  # (B, V)
+    with torch.no_grad():
+        head.copy_follow.fill_(5.0)
+    boosted = head(states, mask, inputs)["logits"].exp()[:, 0]
+    assert boosted[0, 13] > base[0, 13] and boosted[1, 16] > base[1, 16]
+    torch.testing.assert_close(boosted[2], base[2])  # nothing to continue: unchanged

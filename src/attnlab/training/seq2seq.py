@@ -42,6 +42,14 @@ class Seq2SeqHead(TaskHead):
         label_smoothing: of the token cross-entropy.
         tie_source_embedding: share the adapter's token table (`TokenEmbed.embedding`, one vocabulary for
             source and target); the output projection is always tied to the target embedding.
+        copy: add a pointer (See et al. 2017, "pointer-generator"): a single-head attention of each decoder
+            state over the encoder states gives a copy distribution over the source tokens; a learned gate
+            p_gen mixes it with the vocabulary distribution, P(w) = p_gen P_vocab(w) + (1 - p_gen)
+            sum_{j: x_j = w} a_j. Copying a name, subword by subword, is then one attention step away.
+            The copy scores also get a learned bonus on source positions right after an occurrence of the
+            token just emitted (CopyNet's "selective read", Gu et al. 2016, reduced to a score bias), so
+            once the first piece of a name is copied, the next pieces follow it in order.
+        source_key: batch field with the (B, S) source ids the pointer copies from (the adapter's input).
         pad_id / bos_id / eos_id: special ids of the tokenizer (`TextTokenizer`: 0 / 2 / 3).
     """
 
@@ -57,6 +65,8 @@ class Seq2SeqHead(TaskHead):
         metrics: Sequence[str] = ("bleu",),
         label_smoothing: float = 0.1,
         tie_source_embedding: bool = True,
+        copy: bool = False,
+        source_key: str = "source_tokens",
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
@@ -73,6 +83,12 @@ class Seq2SeqHead(TaskHead):
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
         nn.init.normal_(self.embedding.weight, std=dim**-0.5)
         self.output_bias = nn.Parameter(torch.zeros(vocab_size))  # (V,)
+        self.copy, self.source_key = copy, source_key
+        if copy:
+            self.copy_query = nn.Linear(dim, dim, bias=False)
+            self.copy_key = nn.Linear(dim, dim, bias=False)
+            self.copy_gate = nn.Linear(2 * dim, 1)
+            self.copy_follow = nn.Parameter(torch.zeros(()))  # bonus for continuing a copied span
 
     def tie_to_adapter(self, adapter: nn.Module) -> None:
         """Share the adapter's token table: one embedding for source, target and output."""
@@ -96,16 +112,55 @@ class Seq2SeqHead(TaskHead):
         """(..., D) decoder states -> (..., V) logits through the tied embedding."""
         return F.linear(hidden, self.embedding.weight, self.output_bias)
 
+    def output_scores(
+        self,
+        states: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        source_ids: Tensor | None,
+        previous_ids: Tensor | None = None,
+        copy_keys: Tensor | None = None,
+    ) -> Tensor:
+        """Decoder states (B, T, D) -> (B, T, V) scores: logits, or with ``copy`` the log-probabilities of the
+        pointer-generator mixture (log_softmax leaves them unchanged, so the loss and the searches take
+        either). ``previous_ids`` (B, T) are the tokens fed at each step (the continuation bonus);
+        ``copy_keys`` is `copy_key(memory)` when a search computed it once."""
+        logits = self.logits(states)
+        if not self.copy:
+            return logits
+        if source_ids is None or source_ids.shape != memory.shape[:2]:
+            raise ValueError(
+                f"the copy head needs batch['{self.source_key}'] as (B, S) = {tuple(memory.shape[:2])} source ids"
+            )
+        keys = self.copy_key(memory) if copy_keys is None else copy_keys  # (B, S, D)
+        scores = self.copy_query(states) @ keys.transpose(1, 2) / math.sqrt(self.dim)  # (B, T, S)
+        if previous_ids is not None:  # position j continues a copy if source j - 1 is the token just emitted
+            follows = source_ids[:, None, :-1] == previous_ids[:, :, None]  # (B, T, S - 1)
+            follows = F.pad(follows, (1, 0))  # (B, T, S): position 0 follows nothing
+            scores = scores + self.copy_follow * follows.to(scores.dtype)
+        scores = scores.float().masked_fill(~memory_mask[:, None, :], float("-inf"))
+        attention = scores.softmax(-1)  # (B, T, S)
+        context = attention.to(memory.dtype) @ memory  # (B, T, D)
+        keep = torch.sigmoid(self.copy_gate(torch.cat([states, context], -1)).float())  # (B, T, 1) p_gen
+        index = source_ids[:, None, :].expand(-1, states.shape[1], -1)  # (B, T, S)
+        copied = torch.zeros_like(logits, dtype=torch.float32).scatter_add_(-1, index, attention)  # (B, T, V)
+        probs = keep * logits.float().softmax(-1) + (1 - keep) * copied
+        return probs.clamp_min(1e-10).log()
+
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """hidden (B, S, D) encoder states, mask (B, S) -> memory (+ teacher-forced logits (B, T, V))."""
+        """hidden (B, S, D) encoder states, mask (B, S) -> memory (+ teacher-forced scores (B, T, V))."""
         memory_mask = mask if mask is not None else hidden.new_ones(hidden.shape[:2], dtype=torch.bool)
         outputs = {"memory": hidden, "memory_mask": memory_mask}
+        if self.copy:
+            outputs["source_ids"] = batch[self.source_key]  # (B, S)
         if "decoder_input" in batch:
             target = batch["decoder_input"]  # (B, T)
             states = self.decoder(
                 self.embed(target), hidden, memory_mask=memory_mask, padding_mask=target != self.pad_id
             )
-            outputs["logits"] = self.logits(states)  # (B, T, V)
+            outputs["logits"] = self.output_scores(  # (B, T, V)
+                states, hidden, memory_mask, outputs.get("source_ids"), previous_ids=target
+            )
         return outputs
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
@@ -116,25 +171,36 @@ class Seq2SeqHead(TaskHead):
 
     @torch.no_grad()
     def generate(
-        self, memory: Tensor, memory_mask: Tensor, *, config: GenerationConfig | None = None, use_cache: bool = True
+        self,
+        memory: Tensor,
+        memory_mask: Tensor,
+        *,
+        source_ids: Tensor | None = None,
+        config: GenerationConfig | None = None,
+        use_cache: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """Decode from the encoder states: (sequences (B, L) ids ending in EOS then pad, scores (B,)).
 
-        ``use_cache=False`` re-runs the decoder over the whole prefix at every step (the reference the KV
-        cache is checked and timed against).
+        ``source_ids`` (B, S) are needed by the ``copy`` head. ``use_cache=False`` re-runs the decoder over the
+        whole prefix at every step (the reference the KV cache is checked and timed against).
         """
         config = config or self.generation
         rows = config.rows_per_item
         memory_rows = memory.repeat_interleave(rows, 0)  # (B * rows, S, D), beam-major per item
         mask_rows = memory_mask.repeat_interleave(rows, 0)  # (B * rows, S)
+        source_rows = None if source_ids is None else source_ids.repeat_interleave(rows, 0)  # (B * rows, S)
+        copy_keys = self.copy_key(memory_rows) if self.copy else None  # fixed for the whole search
+
+        def scores(states: Tensor, prefix: Tensor) -> Tensor:
+            last = states[:, -1:]  # (N, 1, D): the step that predicts the next token
+            return self.output_scores(last, memory_rows, mask_rows, source_rows, prefix[:, -1:], copy_keys)[:, 0]
 
         def cached_step(prefix: Tensor, cache: Any) -> Tensor:
             states = self.decoder(self.embed(prefix[:, -1:]), memory_rows, memory_mask=mask_rows, cache=cache)
-            return self.logits(states[:, -1])  # (N, V)
+            return scores(states, prefix)  # (N, V)
 
         def full_step(prefix: Tensor, cache: Any) -> Tensor:
-            states = self.decoder(self.embed(prefix), memory_rows, memory_mask=mask_rows)
-            return self.logits(states[:, -1])  # (N, V)
+            return scores(self.decoder(self.embed(prefix), memory_rows, memory_mask=mask_rows), prefix)  # (N, V)
 
         return generate(
             cached_step if use_cache else full_step,
@@ -170,12 +236,12 @@ class Seq2SeqHead(TaskHead):
         raise NotImplementedError("Seq2SeqHead scores generated text in update_metrics")
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
-        sequences, _ = self.generate(outputs["memory"], outputs["memory_mask"])
+        sequences, _ = self.generate(outputs["memory"], outputs["memory_mask"], source_ids=outputs.get("source_ids"))
         metrics.update(self.decode_texts(sequences, batch), batch["references"], batch.get("entities"))
 
     def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
         """One record per item: the generated text, its ids (attention maps), log-probability and reference."""
-        sequences, scores = self.generate(outputs["memory"], outputs["memory_mask"])
+        sequences, scores = self.generate(outputs["memory"], outputs["memory_mask"], source_ids=outputs.get("source_ids"))
         if sequences.dim() == 3:  # num_return_sequences > 1: keep the best
             sequences, scores = sequences[:, 0], scores[:, 0]
         texts = self.decode_texts(sequences, batch)
