@@ -79,7 +79,7 @@ class Seq2SeqPredictor(TaskPredictor):
             weights = layers[-1][0].float().mean(0)[:, : len(source_ids)].cpu().numpy()  # (T, S) last layer, heads averaged
             keys = _thin([tokenizer.id_to_token(i) for i in source_ids])
             queries = _thin([tokenizer.id_to_token(i) for i in generated[0].tolist()])
-            width = min(24.0, 3.0 + 0.16 * len(keys))
+            width = min(24.0, max(6.0, 3.0 + 0.16 * len(keys)))
             height = min(16.0, 2.5 + 0.2 * len(queries))
             figure = Figure(figsize=(width, height), layout="constrained")
             ax = figure.subplots()
