@@ -48,3 +48,25 @@ def test_multi_task_loss_is_the_weighted_sum_over_one_shared_backbone():
 def test_empty_task_list_is_rejected():
     with pytest.raises(ValueError, match="model.tasks is empty"):
         _module({})
+
+
+def test_a_head_without_metric_inputs_or_update_metrics_says_which_to_implement():
+    from torchmetrics import MetricCollection
+
+    from attnlab.training import TaskHead
+
+    class Bare(TaskHead):
+        def forward(self, hidden, mask, batch):
+            return {}
+
+        def loss(self, outputs, batch):
+            return torch.zeros(())
+
+        def predict(self, outputs, batch):
+            return []
+
+        def build_metrics(self):
+            return MetricCollection({})
+
+    with pytest.raises(TypeError, match="Bare implements neither metric_inputs nor update_metrics"):
+        Bare().update_metrics(MetricCollection({}), {}, {})

@@ -40,9 +40,12 @@ class TaskHead(nn.Module, ABC):
     def build_metrics(self) -> MetricCollection:
         """A fresh torchmetrics collection; the module clones one per stage."""
 
-    @abstractmethod
     def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """(preds, target) for the metric collection."""
+        """(preds, target) for the metric collection: what the default `update_metrics` feeds it. A head
+        implements this or overrides `update_metrics` (e.g. generation heads score decoded text)."""
+        raise TypeError(
+            f"{type(self).__name__} implements neither metric_inputs nor update_metrics; implement one of them"
+        )
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
         """Override when one (preds, target) pair is not enough (e.g. per-group accuracies)."""

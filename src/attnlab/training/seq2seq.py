@@ -232,9 +232,6 @@ class Seq2SeqHead(TaskHead):
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({name: build_text_metric(name) for name in self.metric_names}, compute_groups=False)
 
-    def metric_inputs(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError("Seq2SeqHead scores generated text in update_metrics")
-
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
         sequences, _ = self.generate(outputs["memory"], outputs["memory_mask"], source_ids=outputs.get("source_ids"))
         metrics.update(self.decode_texts(sequences, batch), batch["references"], batch.get("entities"))
