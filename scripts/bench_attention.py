@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
 
+from attnlab.analysis.memory import peak_bytes
 from attnlab.attention import (
     MultiHeadAttention,
     linear_attention,
@@ -162,36 +162,6 @@ def time_call(
             INTERFERENCE.discarded += 1
             INTERFERENCE.wait_quiet()
     return statistic(times)
-
-
-def peak_bytes(fn: Callable[[], None], device: torch.device, setup: Callable[[], None] | None = None) -> int:
-    """Peak bytes allocated during fn() beyond what was live before it (see module docstring).
-
-    `setup` runs before measuring (e.g. dropping old gradients), so that frees of memory allocated
-    before the call cannot hide allocations made during it.
-    """
-    if setup is not None:
-        setup()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type().name == "CPU"),
-        key=lambda e: e.start_ns(),
-    )
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def measure(kernel: Kernel, length: int, args, device, dtype) -> dict[str, float]:

@@ -27,6 +27,9 @@ TINY_TASK = {
                     "data.batch_size=8", "data.max_tokens=null", "data.max_target_len=32",
                     "model.tasks.translation.head.vocab_size=300", "model.tasks.translation.head.label_smoothing=0",
                     "backbone.depth=2", "model.optimizer.lr=0.003"],
+    "qa": ["task=qa", "data.size=60", "data.test_size=6", "data.batch_size=8", "data.eval_batch_size=8",
+           "data.max_tokens=null", "data.max_validation_items=null", "data.vocab_size=300", "backbone.depth=2",
+           "model.optimizer.lr=0.003"],
     "summarization": ["task=summarization", "data.train_size=60", "data.validation_size=4", "data.test_size=4",
                       "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
                       "model.tasks.summarization.head.vocab_size=300",
@@ -43,6 +46,8 @@ TASK_VARIANTS = {
     "translation": [[], ["experiment=translation_bahdanau", "backbone.dim=64"],
                     ["experiment=translation_bahdanau", "backbone.dim=64", "decoder.score=general"]],
     "summarization": [[], ["experiment=summarization_bahdanau", "backbone.dim=64"]],
+    "qa": [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=16"],
+           ["backbone.pos_encoding=rope"]],
 }
 # Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
 FOUNDATION_TASK = "task=image_classification"

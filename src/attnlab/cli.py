@@ -223,8 +223,11 @@ def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
 
     if not cfg.get("ckpt_path"):
         raise ValueError("predict.py needs ckpt_path=<run dir>/checkpoints/best.ckpt (or last.ckpt)")
-    if cfg.get("input") in (None, ""):
-        raise ValueError("predict.py needs input=<file | directory | text | saved dataset directory>")
+    options = {k: cfg[k] for k in cfg if k not in _PREDICT_KEYS and not OmegaConf.is_config(cfg._get_node(k))}
+    options = {k: v for k, v in options.items() if v is not None}  # task inputs given (question=..., context=...)
+    if cfg.get("input") in (None, "") and not options:
+        raise ValueError("predict.py needs input=<file | directory | text | saved dataset directory> (or the task's "
+                         "inputs, e.g. qa: context=\"...\" question=\"...\")")
     model, datamodule, run_cfg = restore_from_checkpoint(
         cfg.ckpt_path,
         data_dir=cfg.paths.data_dir,
@@ -232,8 +235,7 @@ def _predict(cfg: DictConfig, output_dir: Path) -> list[dict[str, Any]]:
     )
     predictor = predictor_for(run_cfg.task.name, datamodule=datamodule)
     # task inputs are the top-level scalars (question=...); `task=<name>` also composes that task's config groups
-    options = {k: cfg[k] for k in cfg if k not in _PREDICT_KEYS and not OmegaConf.is_config(cfg._get_node(k))}
-    dataset, names = predictor.read(str(cfg.input), {k: v for k, v in options.items() if v is not None})
+    dataset, names = predictor.read("" if cfg.get("input") is None else str(cfg.input), options)
     loader = torch.utils.data.DataLoader(
         datamodule.wrap_split(dataset, "predict"), batch_size=int(cfg.batch_size), collate_fn=datamodule.collate
     )
@@ -269,7 +271,7 @@ def _log_predictions(records: list[dict[str, Any]], output_dir: Path, pictures: 
     from rich.table import Table
 
     table = Table(title=f"{len(records)} predictions -> {output_dir / 'predictions.jsonl'}")
-    columns = [c for c in ("input", "question", "prediction", "confidence", "target") if any(c in r for r in records)]
+    columns = [c for c in ("input", "question", "prediction", "prediction_text", "confidence", "target") if any(c in r for r in records)]
     for column in columns:
         table.add_column(column, overflow="fold")
     for record in records[:20]:

@@ -22,9 +22,20 @@ def resume_or_new_run_dir(ckpt_path: str | None, train: bool | str, new_dir: str
     return new_dir
 
 
+def adapter_positions(backbone_encoding: str | None, default: str) -> str:
+    """``${adapter_positions:${backbone.pos_encoding},sinusoidal}``: the adapter's absolute positions:
+    `default` when the backbone adds none itself (``none``), else ``none`` (rope, alibi, relative,
+    sinusoidal... in the backbone: positions are not added twice)."""
+    return default if backbone_encoding in (None, "none") else "none"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", resume_or_new_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("adapter_positions"):
+        OmegaConf.register_new_resolver("adapter_positions", adapter_positions)
+    if not OmegaConf.has_resolver("add"):
+        OmegaConf.register_new_resolver("add", lambda *values: sum(values))
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

@@ -98,3 +98,47 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def text_heatmap(
+    figure: Figure,
+    ax: Axes,
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    weights: np.ndarray,
+    *,
+    title: str,
+    outline: tuple[int, int] | None = None,
+    chars_per_line: int = 100,
+) -> None:
+    """A text with each token's background coloured by its weight (a 1-D attention map read in place).
+
+    Args:
+        text: the full text; spans: (start, end) character span per weighted token, in order.
+        weights: (len(spans),) weights, coloured on one scale from 0 to their maximum.
+        outline: (first, last) token indices to outline (e.g. the predicted answer).
+        chars_per_line: wrap width; tokens are laid out in a monospace grid, so widths are exact.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    norm = Normalize(vmin=0.0, vmax=float(max(weights.max(initial=0.0), 1e-12)))
+    cmap = colormaps["YlOrRd"]
+    column = line = previous_end = 0
+    for index, ((start, end), weight) in enumerate(zip(spans, weights, strict=True)):
+        gap, piece = text[previous_end:start].replace("\n", " "), text[start:end].replace("\n", " ")
+        previous_end = end
+        column += len(gap)
+        if column + len(piece) > chars_per_line and column > 0:  # wrap before this token
+            column, line = 0, line + 1
+        ax.add_patch(Rectangle((column, line), len(piece), 1, facecolor=cmap(norm(weight)), edgecolor="none"))
+        if outline is not None and outline[0] <= index <= outline[1]:
+            ax.add_patch(Rectangle((column, line), len(piece), 1, fill=False, edgecolor="blue", linewidth=1.5))
+        ax.text(column, line + 0.5, piece, family="monospace", fontsize=7, va="center", ha="left")
+        column += len(piece)
+    ax.set_xlim(0, chars_per_line)
+    ax.set_ylim(line + 1, 0)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.02, label="attention weight")

@@ -5,6 +5,7 @@ of `MultiHeadAttention`, so a backbone builds any of them from the ``attention``
 """
 
 from attnlab.attention.additive import AdditiveAttention, AdditiveScore, LuongAttention, MultiplicativeScore
+from attnlab.attention.bidaf import BiDAFAttention, TrilinearSimilarity
 from attnlab.attention.capture import AttentionRecord, attention_layers, capture_attention
 from attnlab.attention.linear import LinearAttention, linear_attention
 from attnlab.attention.low_rank import LowRankAttention
@@ -40,6 +41,7 @@ __all__ = [
     "AdditiveAttention",
     "AdditiveScore",
     "AttentionRecord",
+    "BiDAFAttention",
     "AxialRotaryPositionalEncoding",
     "KVCache",
     "LearnedPositionalEncoding",
@@ -53,6 +55,7 @@ __all__ = [
     "RotaryPositionalEncoding",
     "SinusoidalPositionalEncoding",
     "SlidingWindowAttention",
+    "TrilinearSimilarity",
     "attention_layers",
     "build_positional_encoding",
     "capture_attention",

@@ -197,6 +197,23 @@ class TextTokenizer:
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [head + encoding.ids[:keep] + tail for encoding in encodings]
 
+    def encode_with_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """B texts -> per text (ids, character spans): token i covers ``text[start:end]``, leading and
+        trailing whitespace trimmed (byte-level tokens carry the space before a word), so a span of
+        tokens maps back to exact character offsets (extractive QA). No bos / eos, no cut."""
+        texts = list(_checked_texts(texts))
+        out = []
+        for text, encoding in zip(texts, self._tokenizer.encode_batch(texts, add_special_tokens=False)):
+            spans = []
+            for start, end in encoding.offsets:
+                while start < end and text[start].isspace():
+                    start += 1
+                while end > start and text[end - 1].isspace():
+                    end -= 1
+                spans.append((start, end))
+            out.append((list(encoding.ids), spans))
+        return out
+
     def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
         """Ids (a list or a 1-D tensor) -> text; special ids are dropped when ``skip_special``.
 

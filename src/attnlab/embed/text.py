@@ -29,6 +29,9 @@ class TokenEmbed(nn.Module):
             use for them (a recurrent encoder).
         max_len: longest sequence the positions cover.
         dropout: dropout on the embedded tokens.
+        num_segments: > 0 adds a learned segment embedding (BERT's token types, e.g. question 0 /
+            context 1 in extractive QA) read from ``batch[segments_key]`` (B, N) long.
+        segments_key: batch field of the segment ids.
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class TokenEmbed(nn.Module):
         positions: str = "sinusoidal",
         max_len: int = 1024,
         dropout: float = 0.0,
+        num_segments: int = 0,
+        segments_key: str = "segments",
     ) -> None:
         super().__init__()
         if positions not in ADAPTER_POSITIONS:
@@ -54,6 +59,10 @@ class TokenEmbed(nn.Module):
         self.embedding.weight.data[pad_id].zero_()
         self.positions = build_positional_encoding(positions, dim=dim, num_heads=1, max_len=max_len)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.segments_key = segments_key
+        self.segments = nn.Embedding(num_segments, dim) if num_segments > 0 else None
+        if self.segments is not None:
+            nn.init.normal_(self.segments.weight, std=0.02)
 
     def embed(self, ids: Tensor, *, start: int = 0) -> Tensor:
         """(B, T) ids -> (B, T, D) scaled embeddings at positions start..start+T."""
@@ -68,4 +77,12 @@ class TokenEmbed(nn.Module):
                 f"batch['{self.tokens_key}'] holds id {int(ids.max())} >= vocab_size={self.vocab_size}; "
                 "the tokenizer and the model disagree: set the model's vocab_size to the tokenizer's"
             )
-        return self.embed(ids), ids != self.pad_id  # (B, N, D), (B, N)
+        tokens = self.embed(ids)  # (B, N, D)
+        if self.segments is not None:
+            if self.segments_key not in batch:
+                raise ValueError(
+                    f"the adapter has num_segments={self.segments.num_embeddings} but the batch has no "
+                    f"'{self.segments_key}' field; set the adapter's num_segments=0 or add segment ids"
+                )
+            tokens = tokens + self.segments(batch[self.segments_key])  # (B, N, D)
+        return tokens, ids != self.pad_id  # (B, N, D), (B, N)

@@ -5,5 +5,6 @@ from attnlab.training.module import AttnLabModule, TaskSpec
 from attnlab.training.optim import param_groups, warmup_cosine_schedule
 from attnlab.training.route import EncoderRoute, TaskRoute
 from attnlab.training.seq2seq import Seq2SeqHead
+from attnlab.training.span import SpanHead
 
-__all__ = ["AttnLabModule", "EncoderRoute", "Seq2SeqHead", "TaskHead", "TaskRoute", "TaskSpec", "param_groups", "warmup_cosine_schedule"]
+__all__ = ["AttnLabModule", "EncoderRoute", "Seq2SeqHead", "SpanHead", "TaskHead", "TaskRoute", "TaskSpec", "param_groups", "warmup_cosine_schedule"]

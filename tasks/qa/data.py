@@ -1,0 +1,348 @@
+"""Extractive QA data in the SQuAD v1.1 schema: the offline bAbI builder (tasks 1-3), the hub's ``squad``
+or a disk directory in that schema.
+
+Each question becomes one or more *features*, the model's inputs::
+
+    [CLS] question tokens [pad ...] [SEP] | context tokens of one window
+    |<------- question_slots = max_question_len + 2 ------->|<-- <= max_length - question_slots -->|
+
+The question region has a fixed width, so its positions are the same in every sequence: sliding-window
+attention makes them its global tokens (``task.num_global``), and segment ids (0 question, 1 context)
+tell the regions apart. A context longer than one window is split into windows starting every
+``doc_stride`` context tokens (they overlap when ``doc_stride`` is smaller than the window), the
+standard SQuAD treatment: a window that does not hold the answer is trained to point at [CLS], and at
+evaluation the best span over all of a question's windows wins. Every batch item is one question with
+all its windows, so that choice happens inside one batch.
+
+The tokenizer (byte-level BPE, HF tokenizers) is trained on the training split's contexts and questions
+and stored in the checkpoint; token character offsets map predicted spans back to the context's text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+
+from attnlab.data import HFDataModule
+from attnlab.data.sampler import LengthBucketBatchSampler
+from attnlab.data.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+QUESTION_SEGMENT, CONTEXT_SEGMENT = 0, 1
+
+
+@dataclass
+class Window:
+    """One feature: token ids of the whole sequence and the character spans of its context tokens."""
+
+    input_ids: list[int]  # (N,) [CLS] question [pad] [SEP] context-window
+    offsets: list[tuple[int, int]]  # per context token of the window, its span in the context
+    start: int  # answer start position in input_ids, 0 ([CLS]) when the answer is not in this window
+    end: int
+
+
+@dataclass
+class Question:
+    """One question with its windows (a batch item)."""
+
+    row: int
+    id: str
+    context: str
+    question: str
+    answers: list[str]  # reference texts ([] when unknown: raw predict inputs)
+    group: int | None
+    windows: list[Window]
+
+    def length(self) -> int:
+        return max(len(w.input_ids) for w in self.windows) * len(self.windows)
+
+
+class QuestionWindows(TorchDataset):
+    """One split, tokenized and windowed once: item i -> question i with all of its windows."""
+
+    def __init__(self, questions: list[Question]) -> None:
+        self.questions = questions
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def lengths(self) -> list[int]:
+        """Per question, the tokens its windows occupy in a batch (the cost length bucketing evens out)."""
+        return [q.length() for q in self.questions]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": index, "question": self.questions[index]}
+
+
+class QADataModule(HFDataModule):
+    """SQuAD-schema questions -> windowed [CLS] question [SEP] context features (module docstring).
+
+    Args:
+        babi_tasks / size / test_size / builder_seed: the offline bAbI builder (tasks 1-3, "10k" or "1k"
+            training questions per task, or a number for tiny test builds; test questions per task).
+        group_column: integer column whose values get their own metrics (``babi_task``); None: none.
+        vocab_size / tokenizer_model: the tokenizer trained on the training split.
+        max_question_len: question tokens kept (longer questions are cut, and counted in the log).
+        max_length: tokens per feature, question region included.
+        doc_stride: context tokens between the starts of consecutive windows of a long context.
+        max_tokens: if set, training batches group questions of similar length under this padded-token
+            budget (at most ``batch_size`` questions); None: plain batches.
+        max_validation_items: validate on this many questions, drawn evenly over the split; None: all.
+        **kwargs: `HFDataModule` arguments (source, path, name, batch_size, ...).
+    """
+
+    task_name = "qa"
+    required_columns = ("context", "question", "answers")
+
+    def __init__(
+        self,
+        *,
+        babi_tasks: list[int] | tuple[int, ...] = (1, 2, 3),
+        size: str | int = "10k",
+        test_size: int = 1000,
+        builder_seed: int = 0,
+        group_column: str | None = "babi_task",
+        vocab_size: int = 1000,
+        tokenizer_model: Literal["bpe", "unigram"] = "bpe",
+        max_question_len: int = 16,
+        max_length: int = 1024,
+        doc_stride: int = 256,
+        max_tokens: int | None = None,
+        max_validation_items: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.babi_tasks, self.size, self.builder_seed = [int(t) for t in babi_tasks], size, builder_seed
+        self.test_size = test_size
+        self.group_column = group_column
+        self.vocab_size, self.tokenizer_model = vocab_size, tokenizer_model
+        self.max_question_len, self.max_length, self.doc_stride = max_question_len, max_length, doc_stride
+        if max_question_len < 1:
+            raise ValueError(f"data.max_question_len={max_question_len} must be >= 1")
+        if self.window_capacity < 1:
+            raise ValueError(
+                f"data.max_length={max_length} leaves no room for context after the question region of "
+                f"{self.question_slots} tokens; raise data.max_length or lower data.max_question_len"
+            )
+        if not 1 <= doc_stride <= self.window_capacity:
+            raise ValueError(
+                f"data.doc_stride={doc_stride} must be in 1..{self.window_capacity} (the context tokens of one "
+                "window), or windows would skip context"
+            )
+        self.max_tokens, self.max_validation_items = max_tokens, max_validation_items
+        self.tokenizer: TextTokenizer | None = None
+
+    @property
+    def question_slots(self) -> int:
+        """Width of the question region: [CLS] + max_question_len + [SEP]."""
+        return self.max_question_len + 2
+
+    @property
+    def window_capacity(self) -> int:
+        """Context tokens per window."""
+        return self.max_length - self.question_slots
+
+    # ---- builder ------------------------------------------------------------------------------
+    def builder_params(self) -> dict[str, Any]:
+        return {"builder": "babi", "version": 1, "tasks": sorted(self.babi_tasks), "size": self.size,
+                "test_size": self.test_size, "seed": self.builder_seed}
+
+    def build(self) -> DatasetDict:
+        from tasks.qa.builder import build_babi
+
+        return build_babi(tasks=self.babi_tasks, size=self.size, seed=self.builder_seed, test_size=self.test_size)
+
+    # ---- loading and the tokenizer (checkpointed) -----------------------------------------------
+    def prepare(self, dataset: DatasetDict) -> DatasetDict:
+        if self.group_column is not None:
+            for name, split in dataset.items():
+                if self.group_column not in split.column_names:
+                    raise ValueError(
+                        f"data.group_column={self.group_column} is not a column of split '{name}' in {self.origin} "
+                        f"(it has {split.column_names}); set data.group_column=null (e.g. for SQuAD) and "
+                        "model.tasks.qa.head.groups=null"
+                    )
+        if self.max_validation_items is not None and "validation" in dataset:
+            validation = dataset["validation"]
+            keep = min(len(validation), self.max_validation_items)
+            dataset["validation"] = validation.shuffle(seed=self.seed).select(range(keep))  # every group represented
+        if self.tokenizer is None:
+            if "train" not in dataset:
+                raise ValueError(
+                    f"dataset {self.origin} has no 'train' split to train the tokenizer on; evaluate a checkpoint "
+                    "(eval.py ckpt_path=...), which brings its own"
+                )
+            train = dataset["train"]
+            self.tokenizer = TextTokenizer.train(
+                [*train["context"], *train["question"]], vocab_size=self.vocab_size, model=self.tokenizer_model
+            )
+            log.info("trained a %s tokenizer on the training split: %d ids", self.tokenizer_model, self.tokenizer.vocab_size)
+        return dataset
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.tokenizer is not None:
+            state["tokenizer"] = self.tokenizer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if "tokenizer" not in state_dict:
+            return
+        restored = TextTokenizer.from_state_dict(state_dict["tokenizer"])
+        changed = self.tokenizer is None or json.dumps(self.tokenizer.state_dict()) != json.dumps(restored.state_dict())
+        self.tokenizer = restored
+        if changed and self.raw_splits:  # set up already (a resumed fit): re-encode with the checkpoint's ids
+            self.splits = {name: self.wrap_split(split, name) for name, split in self.raw_splits.items()}
+
+    # ---- features ------------------------------------------------------------------------------
+    def wrap_split(self, split: Dataset, name: str) -> QuestionWindows:
+        if self.tokenizer is None:
+            raise RuntimeError("the tokenizer is neither trained nor restored; call setup() first")
+        contexts, questions = split["context"], split["question"]
+        answers = split["answers"] if "answers" in split.column_names else [None] * len(split)
+        ids = split["id"] if "id" in split.column_names else [str(i) for i in range(len(split))]
+        groups = split[self.group_column] if self.group_column in split.column_names else [None] * len(split)
+        for row, context in enumerate(contexts):
+            if not context or not context.strip():
+                raise ValueError(
+                    f"row {row} (id {ids[row]}) of split '{name}' in {self.origin} has an empty context; drop that "
+                    "row (dataset.filter) and re-save the dataset"
+                )
+        encoded_contexts = self.tokenizer.encode_with_offsets(contexts)
+        encoded_questions = self.tokenizer.encode_batch(questions)
+        cut = sum(len(q) > self.max_question_len for q in encoded_questions)
+        if cut:
+            log.info("split '%s': %d of %d questions are longer than data.max_question_len=%d tokens and are cut",
+                     name, cut, len(questions), self.max_question_len)
+        windowed = sum(len(c[0]) > self.window_capacity for c in encoded_contexts)
+        if windowed:
+            log.info("split '%s': %d of %d contexts are longer than one window (%d tokens) and are split into "
+                     "windows every data.doc_stride=%d tokens", name, windowed, len(contexts), self.window_capacity,
+                     self.doc_stride)
+        items = []
+        for row in range(len(split)):
+            references, span = self._answer_span(answers[row], contexts[row], row=row, row_id=ids[row], split=name)
+            token_ids, offsets = encoded_contexts[row]
+            token_span = None if span is None else _token_span(offsets, *span, row=row, row_id=ids[row], split=name)
+            group = groups[row]
+            items.append(Question(
+                row=row, id=str(ids[row]), context=contexts[row], question=questions[row], answers=references,
+                group=None if group is None else int(group),
+                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span),
+            ))
+        return QuestionWindows(items)
+
+    def _answer_span(
+        self, answers: dict[str, list] | None, context: str, *, row: int, row_id: str, split: str
+    ) -> tuple[list[str], tuple[int, int] | None]:
+        """(reference texts, character span of the first answer) after checking it lies in the context."""
+        if not answers or not answers.get("text"):
+            return [], None
+        texts, starts = list(answers["text"]), list(answers.get("answer_start") or [])
+        if len(starts) != len(texts):
+            raise ValueError(
+                f"row {row} (id {row_id}) of split '{split}' in {self.origin} has {len(texts)} answer texts but "
+                f"{len(starts)} answer_start values; give one start per text"
+            )
+        text, start = texts[0], int(starts[0])
+        if not text or context[start : start + len(text)] != text:
+            found = context.find(text) if text else -1
+            hint = f"the text occurs at {found}" if found >= 0 else "the text does not occur in the context"
+            raise ValueError(
+                f"row {row} (id {row_id}) of split '{split}' in {self.origin}: answer {text!r} is not at "
+                f"answer_start={start} of its context ({hint}); fix answer_start or drop the row"
+            )
+        return texts, (start, start + len(text))
+
+    def _windows(
+        self,
+        question_ids: list[int],
+        context_ids: list[int],
+        offsets: list[tuple[int, int]],
+        token_span: tuple[int, int] | None,
+    ) -> list[Window]:
+        tokenizer = self.tokenizer
+        assert tokenizer is not None
+        question = question_ids[: self.max_question_len]
+        prefix = [tokenizer.bos_id, *question] + [tokenizer.pad_id] * (self.max_question_len - len(question))
+        prefix.append(tokenizer.eos_id)  # (question_slots,)
+        windows, first = [], 0
+        while True:
+            last = min(first + self.window_capacity, len(context_ids))
+            start = end = 0
+            if token_span is not None and first <= token_span[0] and token_span[1] < last:
+                start, end = (self.question_slots + t - first for t in token_span)
+            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end))
+            if last >= len(context_ids):
+                return windows
+            first += self.doc_stride
+
+    def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """One raw row -> an item (the splits are tokenized as a whole in `wrap_split`)."""
+        return self.wrap_split(Dataset.from_list([row]), "row")[0]
+
+    def batch_sampler(
+        self, split_name: str, dataset: TorchDataset, *, shuffle: bool, num_replicas: int = 1, rank: int = 0
+    ) -> Sampler[list[int]] | None:
+        if self.max_tokens is None or split_name != "train" or not isinstance(dataset, QuestionWindows):
+            return None
+        return LengthBucketBatchSampler(
+            dataset.lengths(), max_tokens=self.max_tokens, batch_size=self.batch_size, shuffle=shuffle,
+            seed=self.seed, bucket_width=16, num_replicas=num_replicas, rank=rank,
+        )
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Questions -> their windows as padded features (see `attnlab.training.span` for the fields)."""
+        questions: list[Question] = [item["question"] for item in items]
+        windows = [(b, w) for b, q in enumerate(questions) for w in q.windows]
+        width = max(len(w.input_ids) for _, w in windows)
+        input_ids = torch.zeros(len(windows), width, dtype=torch.long)  # (F, N), pad id 0
+        segments = torch.full((len(windows), width), CONTEXT_SEGMENT, dtype=torch.long)
+        segments[:, : self.question_slots] = QUESTION_SEGMENT
+        context_mask = torch.zeros(len(windows), width, dtype=torch.bool)
+        for f, (_, window) in enumerate(windows):
+            input_ids[f, : len(window.input_ids)] = torch.tensor(window.input_ids)
+            real = torch.tensor([end > start for start, end in window.offsets], dtype=torch.bool)
+            context_mask[f, self.question_slots : self.question_slots + len(window.offsets)] = real
+        question_mask = torch.zeros_like(context_mask)
+        question_mask[:, 1 : self.question_slots - 1] = input_ids[:, 1 : self.question_slots - 1] != 0
+        groups = [q.group for q in questions]
+        return {
+            "index": torch.tensor([item["index"] for item in items]),  # (B,) first: the logged batch size
+            "input_ids": input_ids,
+            "segments": segments,
+            "context_mask": context_mask,
+            "question_mask": question_mask,
+            "question_slots": self.question_slots,
+            "start_positions": torch.tensor([w.start for _, w in windows]),  # (F,)
+            "end_positions": torch.tensor([w.end for _, w in windows]),
+            "feature_example": torch.tensor([b for b, _ in windows]),  # (F,)
+            "offsets": [w.offsets for _, w in windows],
+            "ids": [q.id for q in questions],
+            "questions": [q.question for q in questions],
+            "contexts": [q.context for q in questions],
+            "answers": [q.answers for q in questions],
+            "groups": None if any(g is None for g in groups) else torch.tensor(groups),  # (B,) | None
+        }
+
+
+def _token_span(
+    offsets: list[tuple[int, int]], char_start: int, char_end: int, *, row: int, row_id: str, split: str
+) -> tuple[int, int]:
+    """First and last token overlapping characters [char_start, char_end)."""
+    covering = [t for t, (start, end) in enumerate(offsets) if end > start and start < char_end and end > char_start]
+    if not covering:
+        raise ValueError(
+            f"row {row} (id {row_id}) of split '{split}': no token covers the answer's characters "
+            f"{char_start}..{char_end}; the answer must contain a non-space character"
+        )
+    return covering[0], covering[-1]
