@@ -20,7 +20,6 @@ and stored in the checkpoint; token character offsets map predicted spans back t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from torch.utils.data import Sampler
 
 from attnlab.data import HFDataModule
 from attnlab.data.sampler import LengthBucketBatchSampler
-from attnlab.data.tokenizer import TextTokenizer
+from attnlab.data.tokenizer import TextTokenizer, TokenizerState
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class QuestionWindows(TorchDataset):
         return {"index": index, "question": self.questions[index]}
 
 
-class QADataModule(HFDataModule):
+class QADataModule(TokenizerState, HFDataModule):
     """SQuAD-schema questions -> windowed [CLS] question [SEP] context features (module docstring).
 
     Args:
@@ -186,22 +185,6 @@ class QADataModule(HFDataModule):
             )
             log.info("trained a %s tokenizer on the training split: %d ids", self.tokenizer_model, self.tokenizer.vocab_size)
         return dataset
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.tokenizer is not None:
-            state["tokenizer"] = self.tokenizer.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if "tokenizer" not in state_dict:
-            return
-        restored = TextTokenizer.from_state_dict(state_dict["tokenizer"])
-        changed = self.tokenizer is None or json.dumps(self.tokenizer.state_dict()) != json.dumps(restored.state_dict())
-        self.tokenizer = restored
-        if changed and self.raw_splits:  # set up already (a resumed fit): re-encode with the checkpoint's ids
-            self.splits = {name: self.wrap_split(split, name) for name, split in self.raw_splits.items()}
 
     # ---- features ------------------------------------------------------------------------------
     def wrap_split(self, split: Dataset, name: str) -> QuestionWindows:

@@ -60,3 +60,15 @@ def test_timm_backbone_errors_name_the_key(tmp_path):
         TimmBackbone(model_name="no_such_net")
     with pytest.raises(FileNotFoundError, match="backbone.pretrained_file"):
         TimmBackbone(model_name="resnet18", pretrained_file=str(tmp_path / "missing.pth"))
+
+
+def test_weight_init_presets_and_bad_name():
+    torch.manual_seed(0)
+    vit = TransformerEncoder(dim=128, depth=1, num_heads=4, weight_init="vit")
+    xavier = TransformerEncoder(dim=128, depth=1, num_heads=4, weight_init="xavier")
+    qkv_vit, qkv_xavier = vit.blocks[0].attn.qkv_proj.weight, xavier.blocks[0].attn.qkv_proj.weight
+    assert abs(float(qkv_vit.std()) - 0.02) < 0.002
+    bound = (6 / (128 + 384)) ** 0.5  # Glorot uniform: std = bound / sqrt(3)
+    assert abs(float(qkv_xavier.std()) - bound / 3**0.5) < 0.003 and float(qkv_xavier.abs().max()) <= bound
+    with pytest.raises(ValueError, match="backbone.weight_init='kaiming'"):
+        TransformerEncoder(dim=32, depth=1, num_heads=4, weight_init="kaiming")

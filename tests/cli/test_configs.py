@@ -21,7 +21,7 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("task", options("task"))
 def test_every_backbone_composes_with_every_task(train_cfg, task, backbone):
     cfg = train_cfg(f"task={task}", f"backbone={backbone}")
-    if task in ("vqa", "translation", "summarization") and backbone == "timm":  # text inputs need a token backbone
+    if task in ("vqa", "translation", "summarization", "qa") and backbone == "timm":  # text inputs need a token backbone
         with pytest.raises(ValueError, match="use a token backbone"):
             build_model(cfg.model, {})
         return

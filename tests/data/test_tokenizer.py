@@ -151,3 +151,16 @@ def test_bad_use_raises(tokenizer):
         TextTokenizer.train(["a", None], vocab_size=300)
     with pytest.raises(TypeError, match="one string"):
         tokenizer.encode_batch("abc")
+
+
+def test_offsets_map_tokens_back_to_the_characters_they_cover(tokenizer):
+    texts = ["Mary went to the kitchen.", "  héllo   wörld \n ünseen 🙂 ", ""]
+    for text, (ids, spans) in zip(texts, tokenizer.encode_with_offsets(texts), strict=True):
+        assert ids == tokenizer.encode(text)
+        assert len(spans) == len(ids)
+        for start, end in spans:  # trimmed: no span starts or ends on whitespace
+            assert 0 <= start <= end <= len(text)
+            assert start == end or not (text[start].isspace() or text[end - 1].isspace())
+        # the non-empty spans, in order, cover every non-space character of the text
+        covered = {i for start, end in spans for i in range(start, end)}
+        assert {i for i, ch in enumerate(text) if not ch.isspace()} <= covered

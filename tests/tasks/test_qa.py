@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from hydra.utils import instantiate
 from tasks.qa.data import QADataModule
 from tests.conftest import QUIET, TINY_TASK, compose_config
 
@@ -18,7 +17,7 @@ from attnlab import cli
 from attnlab.attention import BiDAFAttention
 from attnlab.training.span import SpanHead, best_spans, squad_scores
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau"]
 
 
 def squad_rows(count: int, *, words_per_context: int = 60, seed: int = 0) -> list[dict]:
@@ -163,16 +162,16 @@ def test_bad_rows_name_the_row(tmp_path, change, message):
 def test_question_region_is_the_sliding_window_global_prefix(train_cfg):
     cfg = train_cfg(*TINY_TASK["qa"], "attention=sliding_window")
     assert cfg.attention.num_global == cfg.data.max_question_len + 2
-    assert cfg.model.tasks.qa.adapter.positions == "sinusoidal"
-    rope = train_cfg(*TINY_TASK["qa"], "backbone.pos_encoding=rope")
-    assert rope.model.tasks.qa.adapter.positions == "none"  # the backbone positions tokens: none added twice
+    assert cfg.backbone.pos_encoding == "rope" and cfg.model.tasks.qa.adapter.positions == "none"  # never twice
+    sinusoidal = train_cfg(*TINY_TASK["qa"], "backbone.pos_encoding=none")
+    assert sinusoidal.model.tasks.qa.adapter.positions == "sinusoidal"  # the adapter adds them instead
 
 
 @pytest.mark.parametrize(
     "variant",
     [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=8"],
-     ["backbone.pos_encoding=rope"]],
-    ids=["full", "bidaf", "sliding_window", "rope"],
+     ["backbone.pos_encoding=none"]],
+    ids=["full_rope", "bidaf", "sliding_window", "sinusoidal"],
 )
 def test_fast_dev_run(train_cfg, variant):
     cfg = train_cfg(*TINY_TASK["qa"], *variant, "debug=fdr")
@@ -180,6 +179,15 @@ def test_fast_dev_run(train_cfg, variant):
     metrics = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())["test"]
     assert {"test/qa/exact_match", "test/qa/f1", "test/qa/exact_match_task1", "test/qa/f1_task3"} <= set(metrics)
     assert all(0.0 <= metrics[k] <= 100.0 for k in ("test/qa/exact_match", "test/qa/f1"))
+
+
+def test_squad_experiment_trains_on_a_squad_disk_dataset(train_cfg, tmp_path):
+    path = squad_like(tmp_path / "squad", squad_rows(12, words_per_context=150))
+    cfg = train_cfg(*TINY_TASK["qa"], "experiment=qa_squad", "data.source=disk", f"data.path={path}",
+                    "data.vocab_size=300", "data.max_length=128", "data.doc_stride=32", "debug=fdr")
+    cli.train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())["test"]
+    assert set(metrics) == {"test/qa/exact_match", "test/qa/f1", "test/qa/loss"}  # no per-group metrics
 
 
 @pytest.fixture(scope="module")
@@ -216,4 +224,35 @@ def test_predict_prints_the_answer_and_draws_question_to_context_attention(qa_ch
     assert record["prediction_text"] and context[record["answer_start"] :].startswith(record["prediction_text"])
     (picture,) = Path(cfg.paths.output_dir).glob("*.png")
     assert picture.stat().st_size > 5_000
-    assert re.search(rf"Where is Mary\?.*{re.escape(record['prediction_text'])}", caplog.text, re.S)  # the printed table
+    assert re.search(rf"Where is Mary\?.*{re.escape(record['prediction_text'])}", caplog.text, re.DOTALL)  # the printed table
+
+
+def test_segment_embeddings_tell_question_from_context():
+    from attnlab.embed import TokenEmbed
+
+    torch.manual_seed(0)
+    adapter = TokenEmbed(dim=16, vocab_size=20, tokens_key="input_ids", num_segments=2, positions="none")
+    ids = torch.tensor([[5, 6, 7, 0]])
+    same_ids = {"input_ids": ids, "segments": torch.tensor([[0, 0, 0, 0]])}
+    other = {"input_ids": ids, "segments": torch.tensor([[0, 1, 1, 1]])}
+    tokens_a, mask = adapter(same_ids)
+    tokens_b, _ = adapter(other)
+    assert torch.equal(tokens_a[:, 0], tokens_b[:, 0]) and not torch.equal(tokens_a[:, 1], tokens_b[:, 1])
+    torch.testing.assert_close(tokens_b[0, 1] - tokens_a[0, 1], adapter.segments.weight[1] - adapter.segments.weight[0])
+    assert mask.tolist() == [[True, True, True, False]]
+    with pytest.raises(ValueError, match="no 'segments' field"):
+        adapter({"input_ids": ids})
+
+
+def test_memory_benchmark_runs_and_reports_the_ratio(tmp_path):
+    from tests.conftest import run_script
+
+    out = tmp_path / "qa_memory.json"
+    run = run_script("scripts/bench_qa_memory.py", "--length", "256", "--window", "32", "--json", str(out), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    peaks = {row["variant"]: row["peak_mb"] for row in report["results"]}
+    assert set(peaks) == {"full[sdpa:auto]", "full[sdpa:math]", "full[reference]", "sliding_window[w=32]"}
+    assert all(peak > 0 for peak in peaks.values())
+    assert {row["variant"]: row["num_global"] for row in report["results"]}["sliding_window[w=32]"] == 18
+    assert "peak memory" in run.stdout

@@ -10,7 +10,6 @@ map text exactly as training did.
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import abstractmethod
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from torch.utils.data import Sampler
 
 from attnlab.data.datamodule import HFDataModule
 from attnlab.data.sampler import LengthBucketBatchSampler
-from attnlab.data.tokenizer import TextTokenizer
+from attnlab.data.tokenizer import TextTokenizer, TokenizerState
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class TextPairs(TorchDataset):
         }
 
 
-class Seq2SeqDataModule(HFDataModule):
+class Seq2SeqDataModule(TokenizerState, HFDataModule):
     """Source text -> target text over HF datasets (see the module docstring).
 
     Args:
@@ -126,22 +125,6 @@ class Seq2SeqDataModule(HFDataModule):
             log.info("trained a %s tokenizer on %d training texts: %d ids", self.tokenizer_model, len(texts),
                      self.tokenizer.vocab_size)
         return dataset
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.tokenizer is not None:
-            state["tokenizer"] = self.tokenizer.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if "tokenizer" not in state_dict:
-            return
-        restored = TextTokenizer.from_state_dict(state_dict["tokenizer"])
-        changed = self.tokenizer is None or json.dumps(self.tokenizer.state_dict()) != json.dumps(restored.state_dict())
-        self.tokenizer = restored
-        if changed and self.raw_splits:  # set up already (a resumed fit): re-encode with the checkpoint's ids
-            self.splits = {name: self.wrap_split(split, name) for name, split in self.raw_splits.items()}
 
     # ---- splits and batches --------------------------------------------------------------------
     def wrap_split(self, split: Dataset, name: str) -> TextPairs:

@@ -44,7 +44,7 @@ def best_spans(start_logits: Tensor, end_logits: Tensor, allowed: Tensor, *, max
     """
     if max_answer_len < 1:
         raise ValueError(f"max_answer_len={max_answer_len} must be >= 1")
-    rows, length = start_logits.shape
+    length = start_logits.shape[1]
     width = min(max_answer_len, length)
     start = start_logits.float().masked_fill(~allowed, float("-inf"))  # (F, N)
     end = end_logits.float().masked_fill(~allowed, float("-inf"))
