@@ -69,7 +69,7 @@ def swap_entities(rows: Dataset, *, seed: int) -> Dataset:
             return row
         mapping = {word: pseudo_word(rng, word) for word in sorted(words)}
         pattern = re.compile(r"(?<![\w'’-])(" + "|".join(map(re.escape, sorted(words, key=len, reverse=True))) + r")(?![\w'’])")
-        swap = lambda text: pattern.sub(lambda m: mapping[m.group(1)], text)  # noqa: E731
+        swap = lambda text: pattern.sub(lambda m: mapping[m.group(1)], text)
         return {**row, "article": swap(row["article"]), "highlights": swap(row["highlights"]),
                 "entities": [swap(e) for e in row["entities"]]}
 
