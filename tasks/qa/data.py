@@ -27,11 +27,10 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import Sampler
 
 from attnlab.data import HFDataModule
-from attnlab.data.sampler import LengthBucketBatchSampler
-from attnlab.data.tokenizer import TextTokenizer, TokenizerState
+from attnlab.data.tokenized import TokenizedSplits
+from attnlab.data.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class QuestionWindows(TorchDataset):
         return {"index": index, "question": self.questions[index]}
 
 
-class QADataModule(TokenizerState, HFDataModule):
+class QADataModule(TokenizedSplits, HFDataModule):
     """SQuAD-schema questions -> windowed [CLS] question [SEP] context features (module docstring).
 
     Args:
@@ -99,6 +98,7 @@ class QADataModule(TokenizerState, HFDataModule):
     """
 
     task_name = "qa"
+    bucket_width = 16
     required_columns = ("context", "question", "answers")
 
     def __init__(
@@ -268,20 +268,6 @@ class QADataModule(TokenizerState, HFDataModule):
             if last >= len(context_ids):
                 return windows
             first += self.doc_stride
-
-    def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """One raw row -> an item (the splits are tokenized as a whole in `wrap_split`)."""
-        return self.wrap_split(Dataset.from_list([row]), "row")[0]
-
-    def batch_sampler(
-        self, split_name: str, dataset: TorchDataset, *, shuffle: bool, num_replicas: int = 1, rank: int = 0
-    ) -> Sampler[list[int]] | None:
-        if self.max_tokens is None or split_name != "train" or not isinstance(dataset, QuestionWindows):
-            return None
-        return LengthBucketBatchSampler(
-            dataset.lengths(), max_tokens=self.max_tokens, batch_size=self.batch_size, shuffle=shuffle,
-            seed=self.seed, bucket_width=16, num_replicas=num_replicas, rank=rank,
-        )
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Questions -> their windows as padded features (see `attnlab.training.span` for the fields)."""

@@ -17,11 +17,10 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset, DatasetDict
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import Sampler
 
 from attnlab.data.datamodule import HFDataModule
-from attnlab.data.sampler import LengthBucketBatchSampler
-from attnlab.data.tokenizer import TextTokenizer, TokenizerState
+from attnlab.data.tokenized import TokenizedSplits
+from attnlab.data.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class TextPairs(TorchDataset):
         }
 
 
-class Seq2SeqDataModule(TokenizerState, HFDataModule):
+class Seq2SeqDataModule(TokenizedSplits, HFDataModule):
     """Source text -> target text over HF datasets (see the module docstring).
 
     Args:
@@ -144,20 +143,6 @@ class Seq2SeqDataModule(TokenizerState, HFDataModule):
             source_ids=[_truncate(i, self.max_source_len, self.tokenizer.eos_id) for i in source_ids],
             target_ids=[_truncate(i, self.max_target_len, self.tokenizer.eos_id) for i in target_ids],
             entities=self.entities(split),
-        )
-
-    def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
-        """One raw row -> an item (the splits are tokenized as a whole in `wrap_split`)."""
-        return self.wrap_split(Dataset.from_list([row]), "row")[0]
-
-    def batch_sampler(
-        self, split_name: str, dataset: TorchDataset, *, shuffle: bool, num_replicas: int = 1, rank: int = 0
-    ) -> Sampler[list[int]] | None:
-        if self.max_tokens is None or split_name != "train" or not isinstance(dataset, TextPairs):
-            return None
-        return LengthBucketBatchSampler(
-            dataset.lengths(), max_tokens=self.max_tokens, batch_size=self.batch_size, shuffle=shuffle,
-            seed=self.seed, bucket_width=4, num_replicas=num_replicas, rank=rank,
         )
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -246,33 +246,6 @@ class TextTokenizer:
         return f"TextTokenizer(model={model}, vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
 
 
-class TokenizerState:
-    """Mixin of datamodules that train a `TextTokenizer` (``self.tokenizer``) on their training split: the
-    tokenizer travels in the datamodule's state (so in every checkpoint), and a checkpoint's tokenizer
-    wins over a freshly trained one; a datamodule already set up re-encodes its splits with it.
-
-    Put it before `HFDataModule` in the bases: ``class MyData(TokenizerState, HFDataModule)``.
-    """
-
-    tokenizer: TextTokenizer | None
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()  # type: ignore[misc]
-        if self.tokenizer is not None:
-            state["tokenizer"] = self.tokenizer.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)  # type: ignore[misc]
-        if "tokenizer" not in state_dict:
-            return
-        restored = TextTokenizer.from_state_dict(state_dict["tokenizer"])
-        changed = self.tokenizer is None or json.dumps(self.tokenizer.state_dict()) != json.dumps(restored.state_dict())
-        self.tokenizer = restored
-        if changed and self.raw_splits:  # set up already (a resumed fit): re-encode with the checkpoint's ids
-            self.splits = {name: self.wrap_split(split, name) for name, split in self.raw_splits.items()}
-
-
 def _checked_texts(texts: Iterable[str]) -> Iterator[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of strings, not one string; wrap it: [text]")
