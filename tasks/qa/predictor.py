@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from datasets import Dataset, Features, Value
 from datasets import Sequence as HFSequence
 from torch import Tensor, nn
@@ -77,7 +76,6 @@ class QAPredictor(TaskPredictor):
 
         from attnlab.analysis.heatmaps import text_heatmap
 
-        head = model.heads[self.task]
         slots = int(batch["question_slots"])
         (last_block,) = captured.values()
         weights = last_block[0].weights.float()  # (F, H, N, N)
@@ -85,14 +83,7 @@ class QAPredictor(TaskPredictor):
         # question tokens -> every key, heads averaged, then averaged over the real question tokens
         from_question = (weights[:, :, :slots].mean(1) * question_mask[..., None]).sum(1)  # (F, N)
         from_question = from_question / question_mask.sum(1, keepdim=True).clamp(min=1)
-        q2c = None
-        if head.interaction == "bidaf":
-            features, _ = model.routes[self.task](model.backbone, model.adapters[self.task], batch)
-            with torch.no_grad():
-                _, _, q2c = head.bidaf(
-                    features, features[:, :slots], context_mask=batch["context_mask"],
-                    question_mask=batch["question_mask"][:, :slots], need_weights=True,
-                )  # (F, N)
+        q2c = outputs.get("question_to_context")  # (F, N), BiDAF heads only
         figures = []
         for example, record in enumerate(records):  # one record per question, in batch order
             feature = _answer_window(batch, example, record["answer_start"])

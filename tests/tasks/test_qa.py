@@ -256,3 +256,15 @@ def test_memory_benchmark_runs_and_reports_the_ratio(tmp_path):
     assert all(peak > 0 for peak in peaks.values())
     assert {row["variant"]: row["num_global"] for row in report["results"]}["sliding_window[w=32]"] == 18
     assert "peak memory" in run.stdout
+
+
+def test_bidaf_head_returns_its_question_to_context_weights_over_the_context(tmp_path):
+    data = disk_module(squad_like(tmp_path / "squad", squad_rows(4)))
+    batch = data.collate([data.splits["train"][i] for i in range(4)])
+    head = SpanHead(dim=8, interaction="bidaf", num_heads=2)
+    hidden = torch.randn(*batch["input_ids"].shape, 8)
+    outputs = head(hidden, batch["input_ids"] != 0, batch)
+    q2c = outputs["question_to_context"]  # (F, N)
+    torch.testing.assert_close(q2c.sum(-1), torch.ones(len(q2c)))
+    assert torch.all(q2c[~batch["context_mask"]] == 0)
+    assert "question_to_context" not in SpanHead(dim=8)(hidden, None, batch)

@@ -107,7 +107,8 @@ class SpanScore(Metric):
 
 
 class SpanHead(TaskHead):
-    """Start / end logits over the sequence, optionally after a BiDAF attention flow layer.
+    """Start / end logits over the sequence, optionally after a BiDAF attention flow layer (whose
+    question-to-context weights then come out as ``outputs["question_to_context"]`` (F, N)).
 
     ``interaction=none``: a linear layer on the encoder's output (BERT's span head). ``bidaf``: the
     encoder's context positions attend to its question positions both ways (`BiDAFAttention`), the flow
@@ -153,25 +154,22 @@ class SpanHead(TaskHead):
         self.span = nn.Linear(dim, 2)
 
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
+        outputs: dict[str, Tensor] = {}
         if self.interaction == "bidaf":
-            hidden = self.attention_flow(hidden, mask, batch)  # (F, N, D)
+            hidden, outputs["question_to_context"] = self.attention_flow(hidden, mask, batch)  # (F, N, D), (F, N)
         logits = self.span(hidden).float()  # (F, N, 2)
-        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+        return {"start_logits": logits[..., 0], "end_logits": logits[..., 1], **outputs}
 
-    def attention_flow(
-        self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any], *, need_weights: bool = False
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """hidden (F, N, D) -> modelled (F, N, D) (with ``need_weights`` also the c2q weights (F, N, M))."""
+    def attention_flow(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """hidden (F, N, D) -> (modelled (F, N, D), BiDAF's question-to-context weights (F, N), for pictures)."""
         slots = int(batch["question_slots"])
         question, question_mask = hidden[:, :slots], batch["question_mask"][:, :slots]  # (F, M, D), (F, M)
-        flow = self.bidaf(hidden, question, context_mask=batch["context_mask"], question_mask=question_mask,
-                          need_weights=need_weights)
-        flow, c2q = flow[:2] if need_weights else (flow, None)
+        flow, _, q2c = self.bidaf(hidden, question, context_mask=batch["context_mask"], question_mask=question_mask,
+                                  need_weights=True)
         x = self.flow_proj(flow)  # (F, N, D)
         for block in self.modeling:
             x, _ = block(x, mask=mask, positions=self.no_positions)
-        x = self.modeling_norm(x)
-        return (x, c2q) if need_weights else x
+        return self.modeling_norm(x), q2c
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
         allowed = batch["context_mask"].clone()
