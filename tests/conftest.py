@@ -30,6 +30,11 @@ TINY_TASK = {
     "qa": ["task=qa", "data.size=60", "data.test_size=6", "data.batch_size=8", "data.eval_batch_size=8",
            "data.max_tokens=null", "data.max_validation_items=null", "data.vocab_size=300", "backbone.depth=2",
            "model.optimizer.lr=0.003"],
+    # cross-entropy only: Dice over the few pixels of a tiny batch's rare classes needs more than debug=overfit's
+    # 50 steps to fall under 10 % (tests/tasks/test_segmentation.py trains with CE + Dice)
+    "segmentation": ["task=segmentation", "data.train_size=24", "data.validation_size=4", "data.test_size=4",
+                     "data.batch_size=4", "data.eval_batch_size=4", "model.tasks.segmentation.head.dice_weight=0",
+                     "model.optimizer.lr=0.01"],
     "summarization": ["task=summarization", "data.train_size=60", "data.validation_size=4", "data.test_size=4",
                       "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
                       "model.tasks.summarization.head.vocab_size=300",
@@ -46,6 +51,8 @@ TASK_VARIANTS = {
     "translation": [[], ["experiment=translation_bahdanau", "backbone.dim=64"],
                     ["experiment=translation_bahdanau", "backbone.dim=64", "decoder.score=general"]],
     "summarization": [[], ["experiment=summarization_bahdanau", "backbone.dim=64"]],
+    "segmentation": [[], ["model.tasks.segmentation.head.gates=false"], ["experiment=segmentation_timm"],
+                     ["experiment=segmentation_timm", "model.tasks.segmentation.head.gates=false"]],
     "qa": [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=16"],
            ["backbone.pos_encoding=none"]],
 }

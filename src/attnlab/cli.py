@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.checkpoints import build_model, check_checkpoint_task, load_checkpoint, restore_from_checkpoint
 from attnlab.config import to_plain  # also registers the resolvers
+from attnlab.training.head import FILES_KEY
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ def _gather_records(trainer: L.Trainer, batches: list[list[dict[str, Any]]]) -> 
 
 @rank_zero_only
 def _write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
+    """predictions.jsonl, and the files records carry under FILES_KEY beside it (the record keeps their path)."""
+    for record in records:
+        for field, (relative, data) in record.pop(FILES_KEY, {}).items():
+            target = path.parent / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            record[field] = relative
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as handle:
         for record in records:

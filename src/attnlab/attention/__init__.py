@@ -7,6 +7,7 @@ of `MultiHeadAttention`, so a backbone builds any of them from the ``attention``
 from attnlab.attention.additive import AdditiveAttention, AdditiveScore, LuongAttention, MultiplicativeScore
 from attnlab.attention.bidaf import BiDAFAttention, TrilinearSimilarity
 from attnlab.attention.capture import AttentionRecord, attention_layers, capture_attention
+from attnlab.attention.gates import AttentionGate
 from attnlab.attention.linear import LinearAttention, linear_attention
 from attnlab.attention.low_rank import LowRankAttention
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
@@ -40,6 +41,7 @@ __all__ = [
     "ALiBi",
     "AdditiveAttention",
     "AdditiveScore",
+    "AttentionGate",
     "AttentionRecord",
     "AxialRotaryPositionalEncoding",
     "BiDAFAttention",

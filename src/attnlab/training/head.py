@@ -8,6 +8,11 @@ from typing import Any
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+#: a prediction record may carry files under this key, ``{field: (relative path, bytes)}`` (e.g. a
+#: predicted mask as PNG); eval.py and predict.py write them beside predictions.jsonl and keep
+#: ``field: relative path`` in the record instead
+FILES_KEY = "_files"
+
 
 class TaskHead(nn.Module, ABC):
     """Maps backbone features to task outputs and owns the task's loss, decoding and metrics.
@@ -34,7 +39,8 @@ class TaskHead(nn.Module, ABC):
     @abstractmethod
     def predict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
         """One JSON-serialisable record per prediction (written to predictions.jsonl), carrying the
-        dataset row it belongs to as ``index`` (or ``row`` when a sample holds several predictions)."""
+        dataset row it belongs to as ``index`` (or ``row`` when a sample holds several predictions).
+        Binary outputs (masks) go under `FILES_KEY` as ``{field: (relative path, bytes)}``."""
 
     @abstractmethod
     def build_metrics(self) -> MetricCollection:

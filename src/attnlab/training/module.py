@@ -23,8 +23,8 @@ class TaskSpec:
     """How one task plugs into the shared backbone: adapter -> route (through the backbone) -> head.
 
     All three are factories (Hydra ``_partial_``) completed by the module: the adapter and the route
-    with ``dim=`` of the built backbone, the head with ``dim=`` of the route's output
-    (``route.out_dim``), so any backbone preset (or a timm model of unknown width) composes with any
+    with ``dim=`` of the built backbone (and the route with ``backbone=`` when it takes it), the head
+    with ``dim=`` of the route's output (``route.out_dim``, plus the route's ``head_kwargs``), so any backbone preset (or a timm model of unknown width) composes with any
     task. ``route=None`` is the default `EncoderRoute`, ``head(backbone(*adapter(batch)))``.
     """
 
@@ -72,9 +72,11 @@ class AttnLabModule(L.LightningModule):
              for name, spec in tasks.items()}
         )
         self.routes = nn.ModuleDict(
-            {name: (spec.route or EncoderRoute)(dim=backbone.dim) for name, spec in tasks.items()}
+            {name: _build_route(spec.route or EncoderRoute, backbone=backbone) for name, spec in tasks.items()}
         )
-        self.heads = nn.ModuleDict({name: spec.head(dim=self.routes[name].out_dim) for name, spec in tasks.items()})
+        self.heads = nn.ModuleDict(
+            {name: spec.head(dim=self.routes[name].out_dim, **self.routes[name].head_kwargs) for name, spec in tasks.items()}
+        )
         for name, head in self.heads.items():
             head.tie_to_adapter(self.adapters[name])
         self.loss_weights = {name: spec.loss_weight for name, spec in tasks.items()}
@@ -160,6 +162,13 @@ def _batch_size(batch: dict[str, Any]) -> int:
         if isinstance(value, Tensor) and value.dim() > 0:
             return int(value.shape[0])
     return 1
+
+
+def _build_route(factory: Callable[..., TaskRoute], *, backbone: nn.Module) -> TaskRoute:
+    """The task's route; one that asks for ``backbone=`` gets it (to size its layers from it)."""
+    if "backbone" in inspect.signature(factory).parameters:
+        return factory(dim=backbone.dim, backbone=backbone)
+    return factory(dim=backbone.dim)
 
 
 def _build_adapter(factory: Callable[..., nn.Module], *, dim: int, takes_pixels: bool, task: str) -> nn.Module:

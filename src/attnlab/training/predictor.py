@@ -63,6 +63,10 @@ class TaskPredictor(ABC):
         """The dataset row a prediction record belongs to (heads put it in ``row`` or ``index``)."""
         return int(record["row"] if "row" in record else record["index"])
 
+    def annotate(self, records: list[dict[str, Any]], *, batch: dict[str, Any], outputs: dict[str, Tensor]) -> None:
+        """Add fields or files (`FILES_KEY`) to a batch's prediction records, drawing or not (e.g. a
+        segmentation mask overlaid on its image). Default: nothing."""
+
     def capture_pattern(self, model: nn.Module) -> str | None:
         """Regex of the attention layers `draw` needs (None: every layer)."""
         return None
@@ -96,6 +100,7 @@ def run_predictor(
     with torch.no_grad(), capture as captured:
         outputs = model(batch, task)
     records = [{"input": names[predictor.row_of(r)], **r} for r in model.heads[task].predict(outputs, batch)]
+    predictor.annotate(records, batch=batch, outputs=outputs)
     if not draw:
         return records, []
     return records, predictor.draw(model=model, batch=batch, outputs=outputs, captured=captured, records=records)

@@ -22,10 +22,16 @@ class TaskRoute(nn.Module, ABC):
         uses_backbone: False when the route never calls the backbone (e.g. a no-attention baseline);
             a module none of whose routes uses the backbone does not hold it, so no parameter sits
             unused (DDP requires every trainable parameter to receive a gradient).
+        head_kwargs: more constructor arguments for the head, when one width is not enough (a feature
+            pyramid hands its per-level channels): ``head(dim=out_dim, **head_kwargs)``.
+
+    A route whose constructor takes ``backbone=`` gets the built backbone (to size its layers from, e.g.,
+    a timm model's ``feature_info``); it must not keep it as a submodule (the module holds it).
     """
 
     out_dim: int
     uses_backbone: bool = True
+    head_kwargs: dict[str, Any] = {}  # noqa: RUF012  (read-only default; routes assign their own dict)
 
     @abstractmethod
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
