@@ -83,6 +83,17 @@ def compose_config(name: str, overrides: list[str], output_dir: Path, data_dir: 
     return cfg
 
 
+def train_tiny_checkpoint(task: str, out: Path, data_dir: Path, *extra: str, batches: int = 2) -> Path:
+    """Train `task`'s tiny config for `batches` steps (debug=limit, one epoch, no test) into `out`;
+    returns its last checkpoint (for eval.py / predict.py tests)."""
+    from attnlab import cli
+
+    cfg = compose_config("train", [*QUIET, *TINY_TASK[task], *extra, "debug=limit", "trainer.max_epochs=1",
+                                   f"trainer.limit_train_batches={batches}", "test=false"], out, data_dir)
+    cli.train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One dataset cache for the whole session (builders write once)."""

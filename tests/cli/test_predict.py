@@ -10,7 +10,7 @@ from datasets import DatasetDict
 from PIL import Image
 from tasks.image_classification.builder import build_digits
 from tasks.vqa.builder import build_sort_of_clevr
-from tests.conftest import QUIET, TINY_TASK, compose_config, run_script
+from tests.conftest import TINY_TASK, compose_config, run_script, train_tiny_checkpoint
 
 from attnlab import cli
 from attnlab.analysis.heatmaps import FIGURE_DPI
@@ -21,13 +21,7 @@ def checkpoints(tmp_path_factory, data_dir) -> dict[str, Path]:
     """A one-step checkpoint of every task."""
     found = {}
     for task in ("image_classification", "vqa"):
-        out = tmp_path_factory.mktemp(task) / "run"
-        cfg = compose_config(
-            "train", [*QUIET, *TINY_TASK[task], "debug=limit", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-                      "test=false"], out, data_dir,
-        )
-        cli.train(cfg)
-        found[task] = out / "checkpoints" / "last.ckpt"
+        found[task] = train_tiny_checkpoint(task, tmp_path_factory.mktemp(task) / "run", data_dir, batches=1)
     return found
 
 
@@ -156,13 +150,14 @@ def test_predict_table_and_records_from_the_script(tmp_path, data_dir, checkpoin
     assert len(_pictures(run_dir)) == 1 and (run_dir / "predictions.jsonl").exists()
 
 
-def test_attention_maps_callback_saves_pictures_without_an_image_logger(train_cfg):
-    cfg = train_cfg("debug=limit", "callbacks=attention_maps", "callbacks.attention_maps.every_n_epochs=1",
+@pytest.mark.parametrize("task", ["image_classification", "segmentation"])
+def test_attention_maps_callback_saves_pictures_without_an_image_logger(train_cfg, task):
+    cfg = train_cfg(*TINY_TASK[task], "debug=limit", "callbacks=attention_maps", "callbacks.attention_maps.every_n_epochs=1",
                     "callbacks.attention_maps.num_rows=2", "logger=none", "test=false", "trainer.enable_progress_bar=false",
                     quiet=False)
     cli.train(cfg)
     saved = sorted(p.name for p in (Path(cfg.paths.output_dir) / "attention").glob("*.png"))
-    assert len(saved) == 4 and saved[0].startswith("epoch0_attention_image_classification")  # 2 epochs x 2 rows
+    assert len(saved) == 4 and saved[0].startswith(f"epoch0_attention_{task}")  # 2 epochs x 2 rows
 
 
 def test_attention_maps_callback_logs_images_to_tensorboard_and_offline_wandb(train_cfg, monkeypatch, tmp_path):

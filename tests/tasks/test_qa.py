@@ -11,7 +11,7 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from tasks.qa.data import QADataModule
-from tests.conftest import QUIET, TINY_TASK, compose_config
+from tests.conftest import TINY_TASK, compose_config, train_tiny_checkpoint
 
 from attnlab import cli
 from attnlab.attention import BiDAFAttention
@@ -192,11 +192,7 @@ def test_squad_experiment_trains_on_a_squad_disk_dataset(train_cfg, tmp_path):
 
 @pytest.fixture(scope="module")
 def qa_checkpoint(tmp_path_factory, data_dir) -> Path:
-    out = tmp_path_factory.mktemp("qa") / "run"
-    cfg = compose_config("train", [*QUIET, *TINY_TASK["qa"], "debug=limit", "trainer.max_epochs=1",
-                                   "trainer.limit_train_batches=2", "test=false"], out, data_dir)
-    cli.train(cfg)
-    return out / "checkpoints" / "last.ckpt"
+    return train_tiny_checkpoint("qa", tmp_path_factory.mktemp("qa") / "run", data_dir)
 
 
 def test_eval_on_a_squad_disk_dataset_writes_one_prediction_per_question(qa_checkpoint, eval_cfg, tmp_path):

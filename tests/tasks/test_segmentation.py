@@ -15,7 +15,7 @@ from datasets import Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from tasks.segmentation.data import SegmentationDataModule, small_objects
 from tasks.segmentation.model import AttentionUNetHead, soft_dice_loss
-from tests.conftest import QUIET, TINY_TASK, compose_config
+from tests.conftest import TINY_TASK, compose_config, train_tiny_checkpoint
 
 from attnlab import cli
 from attnlab.attention import AttentionGate
@@ -188,11 +188,7 @@ def test_timm_indices_must_reach_the_last_stage(train_cfg):
 
 @pytest.fixture(scope="module")
 def segmentation_checkpoint(tmp_path_factory, data_dir) -> Path:
-    out = tmp_path_factory.mktemp("segmentation") / "run"
-    cfg = compose_config("train", [*QUIET, *TINY_TASK["segmentation"], "debug=limit", "trainer.max_epochs=1",
-                                   "trainer.limit_train_batches=2", "test=false"], out, data_dir)
-    cli.train(cfg)
-    return out / "checkpoints" / "last.ckpt"
+    return train_tiny_checkpoint("segmentation", tmp_path_factory.mktemp("segmentation") / "run", data_dir)
 
 
 def test_eval_on_a_disk_dataset_writes_mask_pngs(segmentation_checkpoint, eval_cfg, tmp_path):
