@@ -141,6 +141,21 @@ def test_reduce_labels_maps_other_to_ignore():
     assert (reduced == 1).sum() == (labels == 2).sum()
 
 
+def test_trains_on_an_ade_style_rgb_disk_dataset(train_cfg, tmp_path):
+    """scene_parse_150's shape: RGB images, 0 = "other" (reduce_labels), no small_objects column."""
+    images, masks = _pairs(6, size=(32, 32), offset=1)
+    split = Dataset.from_dict({"image": [i.convert("RGB") for i in images], "annotation": masks},
+                              features=Features({"image": Image(), "annotation": Image()}))
+    path = tmp_path / "ade"
+    DatasetDict({"train": split, "validation": split, "test": split}).save_to_disk(str(path))
+    cfg = train_cfg(*TINY_TASK["segmentation"], "data.source=disk", f"data.path={path}", "data.in_chans=3",
+                    "data.num_classes=2", "data.reduce_labels=true", "data.hflip=true", "data.image_size=32",
+                    "model.tasks.segmentation.head.class_names=null", "debug=fdr")
+    cli.train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())["test"]
+    assert {"test/segmentation/dice_0", "test/segmentation/dice_1", "test/segmentation/miou_small"} <= set(metrics)
+
+
 @pytest.mark.parametrize(
     "variant",
     [[], ["model.tasks.segmentation.head.gates=false"], ["experiment=segmentation_timm"],
