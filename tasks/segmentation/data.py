@@ -117,9 +117,12 @@ class SegmentationDataModule(HFDataModule):
                 f"annotation is {annotation.size[0]}x{annotation.size[1]} (W x H) but its image is {size[0]}x{size[1]}; "
                 "a mask must match its image pixel for pixel"
             )
-        labels = np.asarray(annotation.convert("L") if annotation.mode in ("P", "RGB") else annotation).astype(np.int64)
+        labels = np.asarray(annotation).astype(np.int64)  # L / P (palette indices are the ids) / I
         if labels.ndim != 2:
-            raise ValueError(f"annotation has shape {labels.shape}; give a single-channel mask of class ids")
+            raise ValueError(
+                f"annotation is a {annotation.mode} image of shape {labels.shape}; give a single-channel mask of class "
+                "ids (mode L, P or I), not colours"
+            )
         if self.reduce_labels:  # 0 = "other" -> ignore; k -> k - 1
             labels = np.where((labels == 0) | (labels == self.ignore_index), self.ignore_index, labels - 1)
         bad = np.unique(labels[(labels >= self.num_classes) & (labels != self.ignore_index)])

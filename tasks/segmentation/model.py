@@ -142,6 +142,25 @@ class ClassDice(MulticlassF1Score):
         return super().compute()[self.class_index]
 
 
+class SmallObjectJaccard(MulticlassJaccardIndex):
+    """mIoU on the pixels of small objects and a `margin`-pixel ring around them (false positives near
+    them count); every other pixel is ignored."""
+
+    def __init__(self, *, num_classes: int, ignore_index: int, margin: int) -> None:
+        super().__init__(num_classes, ignore_index=ignore_index, average="macro")
+        self.margin = margin
+
+    def update(self, preds: Tensor, target: Tensor, small: Tensor) -> None:
+        super().update(preds, small_object_target(target, small, margin=self.margin, ignore_index=self.ignore_index))
+
+
+def small_object_target(target: Tensor, small: Tensor, *, margin: int, ignore_index: int) -> Tensor:
+    """(B, H, W) target kept within `margin` pixels of a small object (`small`, bool), ignore elsewhere."""
+    kernel = 2 * margin + 1
+    near = F.max_pool2d(small[:, None].float(), kernel, stride=1, padding=margin)[:, 0] > 0  # (B, H, W)
+    return torch.where(near, target, torch.full_like(target, ignore_index))
+
+
 class AttentionUNetHead(TaskHead):
     """U-Net decoder over a feature pyramid, attention gates on the skips, per-pixel classes; CE + Dice.
 
@@ -180,7 +199,7 @@ class AttentionUNetHead(TaskHead):
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
         self.num_classes, self.ignore_index, self.dice_weight = num_classes, ignore_index, dice_weight
         self.class_names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
-        self.small_margin, self.use_gates = small_margin, gates
+        self.small_margin = small_margin
         fine = range(len(channels) - 2, -1, -1)  # decoder steps: into level L-1, ..., 0
         self.gates = nn.ModuleList(
             AttentionGate(x_channels=channels[i], g_channels=channels[i + 1], inter_channels=max(1, channels[i] // 2))
@@ -229,36 +248,27 @@ class AttentionUNetHead(TaskHead):
         return records
 
     def build_metrics(self) -> MetricCollection:
-        def jaccard() -> MulticlassJaccardIndex:
-            return MulticlassJaccardIndex(self.num_classes, ignore_index=self.ignore_index, average="macro")
-
         per_class = {
             f"dice_{name}": ClassDice(k, num_classes=self.num_classes, ignore_index=self.ignore_index)
             for k, name in enumerate(self.class_names)
         }
         return MetricCollection(
             {
-                "miou": jaccard(),
-                "miou_small": jaccard(),
+                "miou": MulticlassJaccardIndex(self.num_classes, ignore_index=self.ignore_index, average="macro"),
+                "miou_small": SmallObjectJaccard(
+                    num_classes=self.num_classes, ignore_index=self.ignore_index, margin=self.small_margin
+                ),
                 "dice": MulticlassF1Score(self.num_classes, ignore_index=self.ignore_index, average="macro"),
                 **per_class,
             },
-            compute_groups=False,  # miou and miou_small see different targets
+            # the Dice metrics share one stat-score state, updated once per batch; miou and miou_small
+            # stay apart (they see different targets, so they are never merged by equal states)
+            compute_groups=[["dice", *per_class]],
         )
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Tensor], batch: dict[str, Any]) -> None:
-        preds, target = outputs["logits"].argmax(1), batch["mask"]  # (B, H, W)
-        for name, metric in metrics.items(keep_base=True):
-            if name == "miou_small":
-                metric.update(preds, self.small_object_target(target, batch["small"]))
-            else:
-                metric.update(preds, target)
-
-    def small_object_target(self, target: Tensor, small: Tensor) -> Tensor:
-        """The target inside small objects and a ``small_margin`` ring around them; ignore elsewhere."""
-        kernel = 2 * self.small_margin + 1
-        near = F.max_pool2d(small[:, None].float(), kernel, stride=1, padding=self.small_margin)[:, 0] > 0  # (B, H, W)
-        return torch.where(near, target, torch.full_like(target, self.ignore_index))
+        # keyword arguments reach each metric filtered by its update signature: only miou_small takes `small`
+        metrics.update(preds=outputs["logits"].argmax(1), target=batch["mask"], small=batch["small"])
 
 
 def png_bytes(labels: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from datasets import Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from tasks.segmentation.data import SegmentationDataModule, small_objects
-from tasks.segmentation.model import AttentionUNetHead, soft_dice_loss
+from tasks.segmentation.model import AttentionUNetHead, small_object_target, soft_dice_loss
 from tests.conftest import TINY_TASK, compose_config, train_tiny_checkpoint
 
 from attnlab import cli
@@ -68,13 +68,42 @@ def test_small_objects_are_connected_regions_under_the_height():
 
 
 def test_miou_small_scores_only_the_surroundings_of_small_objects():
-    head = AttentionUNetHead(dim=8, level_channels=[4, 8], num_classes=3, small_margin=1)
     target = torch.zeros(1, 10, 10, dtype=torch.long)
     target[0, 2:4, 2:4] = 1
     small = target == 1
-    near = head.small_object_target(target, small)
+    near = small_object_target(target, small, margin=1, ignore_index=255)
     assert (near != 255).sum() == 16  # the 2x2 object and a 1-pixel ring around it
     assert (near[0, 1:5, 1:5] != 255).all()
+
+
+def test_metrics_share_one_dice_state_and_match_independent_torchmetrics():
+    from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
+
+    head = AttentionUNetHead(dim=8, level_channels=[4, 8], num_classes=4, class_names=list("abcd"), small_margin=1)
+    metrics = head.build_metrics().clone(prefix="val/segmentation/")
+    generator = torch.Generator().manual_seed(0)
+    for _epoch in range(2):  # the second epoch after a reset: shared states start again from zero
+        f1 = MulticlassF1Score(4, ignore_index=255, average="none")
+        jaccard, jaccard_small = (MulticlassJaccardIndex(4, ignore_index=255, average="macro") for _ in range(2))
+        for _ in range(3):
+            logits = torch.randn(2, 4, 12, 12, generator=generator)
+            target = torch.randint(0, 4, (2, 12, 12), generator=generator)
+            target[:, 0] = 255
+            small = torch.rand(2, 12, 12, generator=generator) > 0.9
+            head.update_metrics(metrics, {"logits": logits}, {"mask": target, "small": small})
+            preds = logits.argmax(1)
+            f1.update(preds, target)
+            jaccard.update(preds, target)
+            jaccard_small.update(preds, small_object_target(target, small, margin=1, ignore_index=255))
+        computed = {k.split("/")[-1]: v for k, v in metrics.compute().items()}
+        per_class = f1.compute()
+        for k, name in enumerate("abcd"):
+            torch.testing.assert_close(computed[f"dice_{name}"], per_class[k])
+        torch.testing.assert_close(computed["dice"], per_class.mean())
+        torch.testing.assert_close(computed["miou"], jaccard.compute())
+        torch.testing.assert_close(computed["miou_small"], jaccard_small.compute())
+        assert not torch.isclose(computed["miou"], computed["miou_small"])
+        metrics.reset()
 
 
 def _pairs(count: int, *, size: tuple[int, int] = (24, 24), offset: int = 0) -> tuple[list, list]:
@@ -128,6 +157,19 @@ def test_bad_masks_name_the_sample(tmp_path):
         assert data.splits["train"][1]["mask"].shape == (24, 24)  # good rows read
         with pytest.raises(ValueError, match=rf"sample 2 of split 'train'.*{message}"):
             data.splits["train"][2]
+
+
+def test_palette_masks_read_as_class_ids_and_colour_masks_fail():
+    data = SegmentationDataModule(image_size=24, num_classes=3)
+    image = PILImage.new("L", (24, 24))
+    ids = np.zeros((24, 24), np.uint8)
+    ids[5:9, 5:9] = 2
+    palette = PILImage.fromarray(ids, mode="P")
+    palette.putpalette([0, 0, 0, 250, 250, 250, 128, 0, 0] + [0] * 759)  # class 2 is dark red: luminance would not be 2
+    labels, _ = data.read_masks({"image": image, "annotation": palette}, image.size)
+    assert np.array_equal(labels, ids)
+    with pytest.raises(ValueError, match="a RGB image of shape .*single-channel mask of class ids"):
+        data.read_masks({"image": image, "annotation": palette.convert("RGB")}, image.size)
 
 
 def test_reduce_labels_maps_other_to_ignore():
