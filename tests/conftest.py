@@ -39,6 +39,8 @@ TINY_TASK = {
                       "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
                       "model.tasks.summarization.head.vocab_size=300",
                       "model.tasks.summarization.head.label_smoothing=0", "backbone.depth=2", "model.optimizer.lr=0.003"],
+    "video": ["task=video", "data.train_size=20", "data.validation_size=10", "data.test_size=10", "data.batch_size=4",
+              "data.eval_batch_size=10", "backbone.depth=2", "model.optimizer.lr=0.003"],
 }
 # Model variants that build different parameters (each must leave none unused, so DDP works).
 TASK_VARIANTS = {
@@ -55,6 +57,7 @@ TASK_VARIANTS = {
                      ["experiment=segmentation_timm", "model.tasks.segmentation.head.gates=false"]],
     "qa": [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=16"],
            ["backbone.pos_encoding=none"]],
+    "video": [["task.st_attention=divided"], ["task.st_attention=joint"], ["task.st_attention=space_only"]],
 }
 # Trainer-level tests run on the fastest task unless they name one (train.py's default is vqa).
 FOUNDATION_TASK = "task=image_classification"

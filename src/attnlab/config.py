@@ -34,6 +34,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_dir", resume_or_new_run_dir, use_cache=True)
     if not OmegaConf.has_resolver("adapter_positions"):
         OmegaConf.register_new_resolver("adapter_positions", adapter_positions)
+    if not OmegaConf.has_resolver("ne"):  # ${ne:${task.st_attention},space_only} -> bool
+        OmegaConf.register_new_resolver("ne", lambda left, right: left != right)
     if not OmegaConf.has_resolver("add"):
         OmegaConf.register_new_resolver("add", lambda *values: sum(values))
 

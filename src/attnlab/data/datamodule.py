@@ -99,9 +99,15 @@ class HFDataModule(L.LightningDataModule, ABC):
     def builder_params(self) -> dict[str, Any]:
         """JSON-serialisable parameters of the offline builder (they key its cache directory)."""
 
-    @abstractmethod
     def build(self) -> DatasetDict:
-        """Build the offline dataset in the public dataset's schema."""
+        """Build the offline dataset in the public dataset's schema (implement this or `save_build`)."""
+        raise TypeError(f"{type(self).__name__} implements neither build() nor save_build(); implement one of them")
+
+    def save_build(self, directory: Path) -> None:
+        """Write the built dataset into ``directory`` (a fresh staging folder, moved into place once
+        complete). Default: ``build().save_to_disk``; a builder that writes files the rows point at
+        (videos, audio) writes them here too, under ``directory``, and stores paths relative to it."""
+        self.build().save_to_disk(str(directory))
 
     @abstractmethod
     def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
@@ -149,7 +155,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         log.info("building %s dataset into %s", self.task_name, target)
         staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
         try:
-            self.build().save_to_disk(str(staging / "dataset"))
+            self.save_build(staging / "dataset")
             if not target.exists():  # a concurrent process may have finished first
                 os.replace(staging / "dataset", target)
         finally:

@@ -2,5 +2,6 @@
 
 from attnlab.embed.image import ImagePatchEmbed
 from attnlab.embed.text import TokenEmbed
+from attnlab.embed.video import VideoPatchEmbed
 
-__all__ = ["ImagePatchEmbed", "TokenEmbed"]
+__all__ = ["ImagePatchEmbed", "TokenEmbed", "VideoPatchEmbed"]

@@ -1,0 +1,1 @@
+"""Video classification with spatio-temporal attention (moving digits offline default, UCF101-style video files)."""
