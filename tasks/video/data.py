@@ -42,6 +42,8 @@ class VideoDataModule(HFDataModule):
         video_root: directory relative video paths resolve against (None: the dataset directory).
         skip_bad_samples: drop rows whose video cannot be decoded, with a logged count (every video is
             decoded once at setup to find them); False: such a row stops the run with its file named.
+        cache_mb: keep decoded videos (uint8) of file paths in memory up to this many MiB per process, so
+            later epochs skip decoding (0: decode every time). The moving-digits train split takes 47 MiB.
         train_size / validation_size / test_size / builder_seed: the moving-digits builder (which also
             renders ``num_frames`` frames at ``image_size``).
     """
@@ -64,6 +66,7 @@ class VideoDataModule(HFDataModule):
         std: float = 0.5,
         video_root: str | None = None,
         skip_bad_samples: bool = False,
+        cache_mb: float = 256.0,
         train_size: int = 6000,
         validation_size: int = 500,
         test_size: int = 1000,
@@ -82,6 +85,7 @@ class VideoDataModule(HFDataModule):
         self.sampling, self.frame_stride, self.skip_bad_samples = sampling, frame_stride, skip_bad_samples
         self.video_root = Path(video_root) if video_root else None
         self.class_names: list[str] | None = None  # from the label column's ClassLabel; kept in checkpoints
+        self.cache_bytes, self._decoded, self._cached_bytes = int(cache_mb * 2**20), {}, 0
         self.builder_args = {"train_size": train_size, "validation_size": validation_size, "test_size": test_size,
                              "num_frames": num_frames, "image_size": size[0], "seed": builder_seed}
         resize = [v2.Resize(size, antialias=True)]
@@ -126,7 +130,7 @@ class VideoDataModule(HFDataModule):
         bad, reasons = [], []
         for index, row in enumerate(videos):
             try:
-                read_video(row["video"], root=self.root, grey=self.in_chans == 1)
+                self.decode(row["video"])  # also fills the cache
             except VideoReadError as err:
                 bad.append(index)
                 reasons.append(str(err))
@@ -141,7 +145,7 @@ class VideoDataModule(HFDataModule):
 
     def preprocess(self, row: dict[str, Any], *, train: bool) -> dict[str, Any]:
         try:
-            frames = read_video(row["video"], root=self.root, grey=self.in_chans == 1)  # (F, H, W[, 3]) uint8
+            frames = self.decode(row["video"])  # (F, H, W[, 3]) uint8
         except VideoReadError as err:
             raise VideoReadError(f"{err} (data.skip_bad_samples=true skips unreadable videos)") from None
         sampling = self.sampling if train else "uniform"
@@ -153,6 +157,17 @@ class VideoDataModule(HFDataModule):
         clip = clip.unsqueeze(1) if clip.dim() == 3 else clip.permute(0, 3, 1, 2)  # (T, C, H, W)
         transform = self.train_transform if train else self.eval_transform
         return {"video": transform(tv_tensors.Video(clip)).as_subclass(torch.Tensor), "label": int(row["label"])}
+
+    def decode(self, video: str | dict[str, Any]) -> np.ndarray:
+        """All frames of one video, from the in-memory cache when it holds them (file paths only)."""
+        key = video if isinstance(video, str) else None
+        if key is not None and key in self._decoded:
+            return self._decoded[key]
+        frames = read_video(video, root=self.root, grey=self.in_chans == 1)
+        if key is not None and self._cached_bytes + frames.nbytes <= self.cache_bytes:
+            self._decoded[key] = frames
+            self._cached_bytes += frames.nbytes
+        return frames
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "class_names": self.class_names}

@@ -10,8 +10,8 @@ of three ways, chosen by ``task.st_attention``:
                 on its own; the T' outputs are averaged (no order)
 
 ``divided`` adds one temporal attention layer per backbone block (the route owns them: norm,
-attention, a zero-initialised output projection, so training starts from the spatial model, as in
-TimeSformer); the spatial step is the backbone's own block. The head (attention pooling) reads the
+attention, output projection, a residual branch as in TimeSformer); the spatial step is the backbone's
+own block. The head (attention pooling) reads the
 (B, T' * N, D) tokens, or the (B, N, D) time average for ``space_only``.
 """
 
@@ -23,26 +23,35 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from attnlab.attention import MultiHeadAttention
+from attnlab.attention import MultiHeadAttention, build_positional_encoding
 from attnlab.training.route import TaskRoute
 
 SpaceTime = Literal["joint", "divided", "space_only"]
 MODES = ("joint", "divided", "space_only")
+RELATIVE_POSITIONS = ("rope", "alibi", "relative", "none")  # encodings applied inside the attention
+MAX_STEPS = 1024  # longest clip (time steps) the temporal positions support
 
 
 class TemporalAttention(nn.Module):
-    """x + proj(attn(norm(x))) along time: x is (B * N, T', D), one sequence per patch position."""
+    """x + proj(attn(norm(x))) along time: x is (B * N, T', D), one sequence per patch position.
 
-    def __init__(self, *, dim: int, num_heads: int, attention: Callable[..., nn.Module]) -> None:
+    ``positions`` acts inside the attention (RoPE by default: scores depend on how many steps apart two
+    frames are, so the order of frames is visible from the first step; measured on moving digits, see
+    tasks/video/README.md).
+    """
+
+    def __init__(
+        self, *, dim: int, num_heads: int, attention: Callable[..., nn.Module], positions: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attention(dim=dim, num_heads=num_heads)
-        self.proj = nn.Linear(dim, dim)
-        nn.init.zeros_(self.proj.weight)  # starts as the identity: the spatial model, then learns time
-        nn.init.zeros_(self.proj.bias)
+        self.positions = positions
+        self.proj = nn.Linear(dim, dim)  # TimeSformer zero-initialises it to start from a pretrained image
+        # model; trained from scratch, that delays learning the order of frames
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.proj(self.attn(self.norm(x)))
+        return x + self.proj(self.attn(self.norm(x), positions=self.positions))
 
 
 class SpaceTimeRoute(TaskRoute):
@@ -54,6 +63,8 @@ class SpaceTimeRoute(TaskRoute):
         st_attention: joint | divided | space_only (see the module docstring).
         attention: factory of the temporal attention layers (``divided``), called as
             ``attention(dim=D, num_heads=H)``; the config passes the backbone's (``${attention}``).
+        temporal_positions: relative positions inside the temporal attention (``divided``):
+            rope | alibi | relative | none (then only the adapter's learned temporal positions).
     """
 
     def __init__(
@@ -63,6 +74,7 @@ class SpaceTimeRoute(TaskRoute):
         backbone: nn.Module,
         st_attention: SpaceTime = "divided",
         attention: Callable[..., nn.Module] | None = None,
+        temporal_positions: str = "rope",
     ) -> None:
         super().__init__()
         if st_attention not in MODES:
@@ -80,9 +92,18 @@ class SpaceTimeRoute(TaskRoute):
             )
         self.mode, self.out_dim = st_attention, dim
         if st_attention == "divided":
-            factory = attention or partial(MultiHeadAttention)
+            if temporal_positions not in RELATIVE_POSITIONS:
+                raise ValueError(
+                    f"model.tasks.video.route.temporal_positions='{temporal_positions}' must act inside attention: "
+                    f"choose one of {list(RELATIVE_POSITIONS)}"
+                )
+            factory, heads = attention or partial(MultiHeadAttention), backbone.num_heads
             self.temporal = nn.ModuleList(
-                TemporalAttention(dim=dim, num_heads=backbone.num_heads, attention=factory) for _ in backbone.blocks
+                TemporalAttention(
+                    dim=dim, num_heads=heads, attention=factory,
+                    positions=build_positional_encoding(temporal_positions, dim=dim, num_heads=heads, max_len=MAX_STEPS),
+                )
+                for _ in backbone.blocks
             )
 
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, None]:

@@ -37,9 +37,6 @@ def _modules(mode: str, *, frames: int = 4, dim: int = 16, depth: int = 2, dtype
     route = SpaceTimeRoute(dim=dim, backbone=backbone, st_attention=mode, attention=partial(MultiHeadAttention))
     for module in (backbone, adapter, route):
         module.to(dtype)
-    if mode == "divided":  # the zero-initialised projections would hide the temporal attention
-        for layer in route.temporal:
-            torch.nn.init.normal_(layer.proj.weight, std=0.3)
     return backbone.eval(), adapter, route
 
 
@@ -76,6 +73,21 @@ def test_joint_attends_over_the_whole_clip_and_space_only_ignores_time_order():
     torch.testing.assert_close(forward, torch.stack(frames).mean(0))
 
 
+def test_temporal_rope_shows_divided_attention_the_order_of_frames():
+    """Without temporal positions in the adapter, the order of frames reaches divided attention only
+    through RoPE inside its temporal layers: with it, reversing a clip changes the pooled features."""
+    clips = torch.randn(2, 4, 1, 8, 8, dtype=torch.float64)
+    pooled = {}
+    for kind in ("rope", "none"):
+        torch.manual_seed(0)
+        backbone = TransformerEncoder(dim=16, depth=2, num_heads=2).double().eval()
+        adapter = VideoPatchEmbed(dim=16, num_frames=4, image_size=8, patch_size=4, temporal_pos=False).double()
+        route = SpaceTimeRoute(dim=16, backbone=backbone, st_attention="divided", temporal_positions=kind).double()
+        pooled[kind] = [route(backbone, adapter, {"video": c})[0].mean(1) for c in (clips, clips.flip(1))]
+    assert not torch.allclose(*pooled["rope"], atol=1e-6)
+    torch.testing.assert_close(*pooled["none"])  # permutation-equivariant over time: same time average
+
+
 def test_adapter_tokens_are_time_major_and_tubelets_group_frames():
     adapter = VideoPatchEmbed(dim=8, num_frames=8, image_size=16, patch_size=4, tubelet_size=2, in_chans=1)
     assert adapter.grid == (4, 4, 4) and adapter.num_steps == 4 and adapter.num_patches == 16
@@ -99,6 +111,9 @@ def test_routes_refuse_what_they_cannot_run():
     SpaceTimeRoute(dim=24, backbone=backbone, st_attention="joint")
     with pytest.raises(ValueError, match="is unknown"):
         SpaceTimeRoute(dim=24, backbone=backbone, st_attention="axial")
+    plain = TransformerEncoder(dim=24, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="must act inside attention"):
+        SpaceTimeRoute(dim=24, backbone=plain, st_attention="divided", temporal_positions="sinusoidal")
     with pytest.raises(ValueError, match="not one"):
         SpaceTimeRoute(dim=24, backbone=torch.nn.Linear(2, 2), st_attention="joint")
 
@@ -177,6 +192,21 @@ def test_bad_videos_stop_with_their_name_or_are_skipped_with_a_count(tmp_path, c
         skipping.setup("fit")
     assert len(skipping.splits["train"]) == 5
     assert "skipped 1 of 6 videos of split 'train'" in caplog.text and "v_004.mp4" in caplog.text
+
+
+def test_decoded_videos_are_cached_up_to_the_budget(tmp_path):
+    path = tmp_path / "ucf"
+    _ucf_dataset(path, 3).save_to_disk(str(path))
+    cached = VideoDataModule(source="disk", path=str(path), batch_size=2, augment=False)
+    uncached = VideoDataModule(source="disk", path=str(path), batch_size=2, augment=False, cache_mb=0)
+    for module in (cached, uncached):
+        module.setup("fit")
+    first = cached.splits["test"][0]["video"]
+    torch.testing.assert_close(uncached.splits["test"][0]["video"], first)
+    (path / "clips" / "v_000.mp4").unlink()  # gone from disk: only the cache still has it
+    torch.testing.assert_close(cached.splits["test"][0]["video"], first)
+    with pytest.raises(ValueError, match="v_000.mp4 does not exist"):
+        uncached.splits["test"][0]
 
 
 def test_hub_video_columns_are_read_as_bytes_without_a_decoder(tmp_path):
