@@ -153,6 +153,10 @@ def test_speaker_splits_are_disjoint_and_cover_every_accent(seed):
         assert {SPEAKERS[i][0] for i in ids} == set(VOICES)
     pairs = {split: {SPEAKERS[i] for i in ids} for split, ids in sets.items()}
     assert not pairs["train"] & (pairs["validation"] | pairs["test"])
+    variants = {split: {variant for _, variant in split_pairs} for split, split_pairs in pairs.items()}
+    assert {split: len(v) for split, v in variants.items()} == {"train": 22, "validation": 4, "test": 6}
+    assert not variants["train"] & (variants["validation"] | variants["test"])
+    assert not variants["validation"] & variants["test"]
     assert speaker_splits(seed)["test"].tolist() == splits["test"].tolist()
 
 
@@ -177,11 +181,16 @@ def test_built_speakers_stay_in_their_split(built):
 
 @needs_espeak
 def test_every_speaker_sounds_different():
-    """espeak-ng applies every (voice, variant): no two speakers give the same samples (the en-gb quirk)."""
-    digests = {
-        synthesize("seven", speaker_id=i, rate=170, pitch=50)[0].tobytes() for i in range(len(SPEAKERS))
+    """espeak-ng applies every (voice, variant): no two speakers give the same samples (the en-gb quirk).
+
+    The text has vowels that en-us-nyc says differently from en-us (not so "seven", the same in both).
+    """
+    audio = {
+        synthesize("call mom at work", speaker_id=i, rate=170)[0].tobytes() for i in range(len(SPEAKERS))
     }
-    assert len(digests) == len(SPEAKERS)
+    assert len(audio) == len(SPEAKERS)
+    seven = {synthesize("seven", speaker_id=SPEAKERS.index((voice, "m3")))[0].tobytes() for voice in VOICES}
+    assert len(seven) == len(VOICES) - 1  # en-us-nyc+m3 == en-us+m3 here: hence whole variants are held out
 
 
 # ---------------------------------------------------------------- texts and determinism
@@ -192,9 +201,9 @@ def test_specs_are_deterministic():
     assert first == list(utterance_specs("validation", 50, seed=4))
     assert first != list(utterance_specs("validation", 50, seed=5))
     assert first != list(utterance_specs("test", 50, seed=4))
-    assert [s.text for s in utterance_specs("train", 10, seed=4, noise_snr_db=None)] == [
-        s.text for s in utterance_specs("train", 10, seed=4)
-    ]
+    noisy, quiet = (list(utterance_specs("train", 30, seed=4, noise_snr_db=snr)) for snr in ((20, 40), None))
+    assert [clean(s) for s in noisy] == [clean(s) for s in quiet]  # the noise setting changes nothing else
+    assert all(s.snr_db is None for s in quiet)
 
 
 def test_normalize_text():
@@ -230,7 +239,7 @@ def test_grammar_is_large_enough(many_specs):
     assert all(WORDS.fullmatch(word) for word in vocabulary)
     assert count_sentences() >= 10_000
     sentences = [s.text for s in many_specs if s.utterance_type == "sentence"]
-    assert len(set(sentences)) > 0.8 * len(sentences)
+    assert len(set(sentences)) > 0.6 * len(sentences)  # short templates ("tell me a {story}") recur
 
 
 def test_prosody_ranges(many_specs):

@@ -1,0 +1,1 @@
+"""Speech recognition with CTC on the shared encoder (espeak-ng speech offline default, LibriSpeech-style audio)."""
