@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Video
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -119,8 +119,8 @@ class VideoDataModule(HFDataModule):
             if isinstance(label, ClassLabel) and self.class_names is None:
                 self.class_names = list(label.names)
             feature = dataset[name].features["video"]
-            if type(feature).__name__ == "Video" and getattr(feature, "decode", False):
-                dataset[name] = dataset[name].cast_column("video", type(feature)(decode=False))
+            if isinstance(feature, Video) and feature.decode:
+                dataset[name] = dataset[name].cast_column("video", Video(decode=False))
             if self.skip_bad_samples:
                 dataset[name] = self._drop_unreadable(dataset[name], name)
         return dataset
@@ -149,10 +149,10 @@ class VideoDataModule(HFDataModule):
         except VideoReadError as err:
             raise VideoReadError(f"{err} (data.skip_bad_samples=true skips unreadable videos)") from None
         sampling = self.sampling if train else "uniform"
-        seed = int(torch.randint(0, 2**31 - 1, ()))  # torch's RNG: seeded per worker by Lightning
-        indices = sample_frame_indices(
-            len(frames), self.num_frames, sampling=sampling, stride=self.frame_stride, rng=np.random.default_rng(seed)
-        )
+        rng = None
+        if sampling == "random":  # from torch's RNG, which Lightning seeds per worker
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+        indices = sample_frame_indices(len(frames), self.num_frames, sampling=sampling, stride=self.frame_stride, rng=rng)
         clip = torch.from_numpy(np.ascontiguousarray(frames[indices]))  # (T, H, W[, 3])
         clip = clip.unsqueeze(1) if clip.dim() == 3 else clip.permute(0, 3, 1, 2)  # (T, C, H, W)
         transform = self.train_transform if train else self.eval_transform
