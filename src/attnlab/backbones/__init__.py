@@ -1,6 +1,7 @@
 """Backbones: encoder and decoder stacks built from `attnlab.attention`, generation (greedy / beam search),
 and adapters for timm models."""
 
+from attnlab.backbones.conformer import ConformerEncoder
 from attnlab.backbones.decoder import DecoderBlock, DecoderCache, TransformerDecoder
 from attnlab.backbones.features import grid_to_tokens, take_indices, tokens_to_grid
 from attnlab.backbones.generation import (
@@ -16,6 +17,7 @@ from attnlab.backbones.transformer import EncoderBlock, FeedForward, Transformer
 
 __all__ = [
     "AttentiveGRUDecoder",
+    "ConformerEncoder",
     "DecoderBlock",
     "DecoderCache",
     "EncoderBlock",

@@ -28,6 +28,12 @@ class TaskHead(nn.Module, ABC):
         """Called once with the task's built adapter: share weights with it (e.g. one token embedding
         for source, target and output in a sequence-to-sequence head). Default: nothing shared."""
 
+    def bind_data(self, datamodule: Any) -> None:
+        """Called by the module's ``setup`` with the trainer's datamodule (None when the loaders come
+        another way): take what the head needs from the data (e.g. the lexicon of the training
+        transcripts for a speech decoder; keep it in the head's state so checkpoints carry it).
+        Default: nothing."""
+
     @abstractmethod
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
         """hidden (B, N, D), mask (B, N) bool | None -> named output tensors."""

@@ -93,6 +93,12 @@ class AttnLabModule(L.LightningModule):
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
+    def setup(self, stage: str) -> None:
+        """Lets every head read what it needs from the datamodule (`TaskHead.bind_data`)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for head in self.heads.values():
+            head.bind_data(datamodule)
+
     @property
     def task_names(self) -> list[str]:
         return list(self.heads.keys())
