@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from datasets import Audio, Dataset, DatasetDict, Features, Value
+from datasets import Audio, Dataset, DatasetDict, Value
 from tasks.asr.builder import SAMPLE_RATE, UtteranceSpec, render_utterance
 from tasks.asr.data import ASRDataModule
 from tasks.asr.head import CharVocabulary, CTCBeamSearch, CTCHead, ctc_greedy_ids, normalize_transcript
+from tasks.asr.lm import NgramCounts
 from tests.conftest import TINY_TASK, compose_config, train_tiny_checkpoint
 from torchmetrics.text import WordErrorRate
 
@@ -28,7 +29,6 @@ from attnlab.backbones import ConformerEncoder
 from attnlab.data.audio import AudioReadError, audio_info, read_audio
 from attnlab.embed import AudioFrameEmbed
 from attnlab.embed.audio import ConvSubsampling, LogMelFrontend, SpecAugment, lengths_to_mask
-
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -80,7 +80,7 @@ def test_beam_search_finds_the_likelier_labelling_that_greedy_misses():
     paths = torch.randint(0, 3, (4, 12))
     peaked = (torch.nn.functional.one_hot(paths, 3).float() * 8).log_softmax(-1)
     lengths = torch.tensor([12, 9, 5, 12])
-    decode = lambda rows: [vocabulary.decode(row) for row in rows]  # noqa: E731
+    decode = lambda rows: [vocabulary.decode(row) for row in rows]
     assert decode(beam(peaked, lengths)) == decode(ctc_greedy_ids(peaked, lengths))
 
 
@@ -116,6 +116,41 @@ def test_lexicon_beam_search_spells_only_known_words_and_travels_in_the_checkpoi
         CTCHead(dim=8, decoding="beam", lexicon="train").bind_data(object())
     with pytest.raises(FileNotFoundError, match="head.lexicon"):
         CTCHead(dim=8, lexicon=str(tmp_path / "missing.txt"))
+
+
+def test_witten_bell_ngrams_are_distributions_and_match_the_formula():
+    sentences = ["turn on the lamp", "turn on the light", "turn off the lamp", "see the lamb"]
+    words = sorted({w for s in sentences for w in s.split()} | {"unseen"})
+    for order in (1, 2, 3):
+        counts = NgramCounts(sentences, words, order=order)
+        for history in [(), ("<s>",), ("turn", "on", "the"), ("see", "the"), ("unseen",), ("lamp",)]:
+            total = sum(counts.prob(w, history) for w in [*words, "</s>"])
+            assert total == pytest.approx(1.0, abs=1e-12), (order, history)
+        assert counts.prob("unseen", ("on", "the")) > 0  # every lexicon word stays possible
+        restored = NgramCounts.from_state_dict(json.loads(json.dumps(counts.state_dict())))
+        assert restored.prob("lamp", ("on", "the")) == counts.prob("lamp", ("on", "the"))
+    bigram = NgramCounts(sentences, words, order=2)
+    # P(lamp | the): c(the) = 4, T(the) = 3 (lamp, light, lamb), c(the, lamp) = 2, unigram add-one: (2 + 1) / (17 + 10)
+    unigram = (2 + 1) / (sum(len(s.split()) + 1 for s in sentences) + len(words) + 1)
+    assert bigram.prob("lamp", ("the",)) == pytest.approx((2 + 3 * unigram) / (4 + 3))
+
+
+@pytest.mark.parametrize(("corpus", "expected"), [(["turn on the lamp"] * 5 + ["see the lamb"], "turn on the lamp"),
+                                                  (["turn on the lamb"] * 5 + ["see the lamp"], "turn on the lamb")])
+def test_the_word_language_model_settles_what_the_sounds_leave_open(corpus, expected):
+    """The last letter is p or b with equal probability: the lexicon allows both words, the trigram of the
+    training transcripts picks the one that followed "on the"."""
+    vocabulary = CharVocabulary()
+    outputs = _spelled(vocabulary, ["turn on the lamp"])
+    frame = 2 * len("turn on the lam") + 1
+    outputs["log_probs"][0, frame] = -30.0
+    outputs["log_probs"][0, frame, [vocabulary.ids["p"], vocabulary.ids["b"]]] = math.log(0.5)
+    words = ["turn", "on", "the", "lamp", "lamb", "see"]
+    beam = CTCBeamSearch(vocabulary, beam_size=16, words=words, language_model=NgramCounts(corpus, words, order=3),
+                         lm_weight=1.0)
+    assert vocabulary.decode(beam(outputs["log_probs"], outputs["lengths"])[0]) == expected
+    with pytest.raises(ValueError, match="needs a lexicon"):
+        CTCBeamSearch(vocabulary, language_model=NgramCounts(corpus, words))
 
 
 def test_per_type_wer_scores_each_utterance_type_on_its_own():
@@ -212,6 +247,8 @@ def test_spec_augment_masks_and_warps_only_in_training():
     masked = augment.train()(features)
     assert masked.shape == features.shape and (masked == 0).any()
     assert not torch.equal((masked[0] == 0), (masked[1] == 0))  # every utterance draws its own masks
+    augment.active = False  # what the module sets under trainer.overfit_batches: one fixed batch stays fixed
+    assert torch.equal(augment(features), features)
     # warping moves a spectral peak: bin 40 lands at 40 x factor
     peak = torch.zeros(1, 5, 80)
     peak[..., 40] = 1.0
@@ -392,4 +429,3 @@ def test_features_and_types_of_the_builder_dataset(data_dir, train_cfg):
     sampler = module.batch_sampler("train", module.splits["train"], shuffle=True)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(len(module.splits["train"])))
-    assert Features  # schema names above come from the builder's Features

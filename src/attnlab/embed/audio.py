@@ -79,7 +79,8 @@ class SpecAugment(nn.Module):
     Each utterance draws its own masks (torchaudio `FrequencyMasking` / `TimeMasking` with ``iid_masks``);
     before masking, a random warp of the mel axis by a factor in [1 - freq_warp, 1 + freq_warp] moves
     every formant and the pitch together (vocal tract length perturbation, Jaitly & Hinton 2013): the
-    augmentation aimed at voices never heard in training. Identity in eval mode.
+    augmentation aimed at voices never heard in training. Identity in eval mode, and while ``active`` is
+    False (`AttnLabModule` clears it under ``trainer.overfit_batches``: one fixed batch must stay fixed).
 
     Args:
         freq_masks / freq_width: number of frequency masks and the widest (mel bins).
@@ -87,6 +88,8 @@ class SpecAugment(nn.Module):
             ``time_fraction`` of the batch's frames.
         freq_warp: largest relative warp of the mel axis (0: off).
     """
+
+    augments_in_training = True
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class SpecAugment(nn.Module):
         if not 0.0 <= freq_warp < 0.5:
             raise ValueError(f"freq_warp={freq_warp} must be in [0, 0.5)")
         self.freq_masks, self.time_masks, self.freq_warp = freq_masks, time_masks, freq_warp
+        self.active = True
         self.freq_mask = AT.FrequencyMasking(freq_width, iid_masks=True)
         self.time_mask = AT.TimeMasking(time_width, iid_masks=True, p=time_fraction)
 
@@ -113,11 +117,11 @@ class SpecAugment(nn.Module):
         low = source.floor().long()
         high = (low + 1).clamp(max=bins - 1)
         weight = (source - low)[:, None, :].to(features.dtype)  # (B, 1, M)
-        gather = lambda index: features.gather(2, index[:, None, :].expand_as(features))  # noqa: E731
+        gather = lambda index: features.gather(2, index[:, None, :].expand_as(features))
         return gather(low) * (1 - weight) + gather(high) * weight
 
     def forward(self, features: Tensor) -> Tensor:
-        if not self.training:
+        if not (self.training and self.active):
             return features
         if self.freq_warp > 0:
             features = self.warp(features)

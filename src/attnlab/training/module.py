@@ -94,10 +94,17 @@ class AttnLabModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
 
     def setup(self, stage: str) -> None:
-        """Lets every head read what it needs from the datamodule (`TaskHead.bind_data`)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        """Lets every head read what it needs from the datamodule (`TaskHead.bind_data`), and switches
+        off in-model augmentation (modules with ``augments_in_training = True``, e.g. SpecAugment) under
+        ``trainer.overfit_batches``, where one fixed batch must stay fixed (the datamodules stop theirs)."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         for head in self.heads.values():
             head.bind_data(datamodule)
+        overfitting = bool(trainer is not None and trainer.overfit_batches)
+        for module in self.modules():
+            if getattr(module, "augments_in_training", False):
+                module.active = not overfitting
 
     @property
     def task_names(self) -> list[str]:
