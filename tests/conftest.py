@@ -41,8 +41,10 @@ TINY_TASK = {
                       "data.batch_size=4", "data.max_tokens=null", "data.max_source_len=96", "data.max_target_len=24",
                       "model.tasks.summarization.head.vocab_size=300",
                       "model.tasks.summarization.head.label_smoothing=0", "backbone.depth=2", "model.optimizer.lr=0.003"],
-    "asr": ["task=asr", "data.train_size=24", "data.validation_size=6", "data.test_size=6", "data.batch_size=8",
-            "data.eval_batch_size=8", "backbone.depth=2", "backbone.dim=64", "model.optimizer.lr=0.003"],
+    # CTC leaves its all-blank plateau late: debug=overfit's 50 steps need a small batch and a constant lr
+    "asr": ["task=asr", "data.train_size=24", "data.validation_size=6", "data.test_size=6", "data.batch_size=4",
+            "data.eval_batch_size=8", "backbone.depth=2", "backbone.dim=64", "model.optimizer.lr=0.01",
+            "model.scheduler=null"],
     "video": ["task=video", "data.train_size=20", "data.validation_size=10", "data.test_size=10", "data.batch_size=4",
               "data.eval_batch_size=10", "backbone.depth=2", "model.optimizer.lr=0.003"],
 }

@@ -228,6 +228,10 @@ class ASRDataModule(HFDataModule):
         if split_name not in self.durations or self.overfitting:
             return None
         train = split_name == "train"
+        if not train and num_replicas > 1:
+            # whole batches are dealt to the ranks: with fewer batches than ranks one rank would validate
+            # nothing and miss the epoch-end metric sync; the default loader deals items instead
+            return None
         return LengthBucketBatchSampler(
             self.frame_counts(split_name),
             max_tokens=self.max_frames,

@@ -21,15 +21,15 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("task", options("task"))
 def test_every_backbone_composes_with_every_task(train_cfg, task, backbone):
     cfg = train_cfg(f"task={task}", f"backbone={backbone}")
-    if task in ("vqa", "translation", "summarization", "qa", "video") and backbone == "timm":  # token backbones only
+    if task in ("vqa", "translation", "summarization", "qa", "video", "asr") and backbone == "timm":  # token backbones only
         with pytest.raises(ValueError, match="use a token backbone"):
             build_model(cfg.model, {})
         return
-    if task == "segmentation" and backbone == "bigru":  # a feature pyramid needs maps from intermediate blocks
+    if task == "segmentation" and backbone in ("bigru", "conformer"):  # a feature pyramid needs maps from intermediate blocks
         with pytest.raises(ValueError, match="needs a backbone with forward_intermediates"):
             build_model(cfg.model, {})
         return
-    if task == "video" and backbone == "bigru":  # divided / space-only attention run transformer blocks
+    if task == "video" and backbone in ("bigru", "conformer"):  # divided / space-only attention run transformer blocks
         with pytest.raises(ValueError, match="runs the shared transformer block by block"):
             build_model(cfg.model, {})
         return

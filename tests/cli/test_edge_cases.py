@@ -166,5 +166,5 @@ def test_a_checkpoint_whose_task_code_is_missing_names_the_installed_plugins(tmp
     checkpoint["hyper_parameters"]["run_config"]["data"]["_target_"] = "attnlab_missing_plugin.data.DigitsData"
     moved = tmp_path / "moved.ckpt"
     torch.save(checkpoint, moved)
-    with pytest.raises(ModuleNotFoundError, match=r"installed task plugins: \{'image_classification'"):
+    with pytest.raises(ModuleNotFoundError, match=r"installed task plugins: \{.*'image_classification': 'tasks.image_classification'"):
         restore_from_checkpoint(moved)

@@ -382,7 +382,7 @@ def test_eval_on_a_librispeech_shaped_disk_dataset_resamples_and_writes_transcri
     path = tmp_path / f"speech{rate}"
     split = _speech_dataset(path, rate)
     DatasetDict({"test": split}).save_to_disk(str(path))
-    cfg = eval_cfg(f"ckpt_path={asr_checkpoint}", "data.source=disk", f"data.path={path}", "data.group_column=null")
+    cfg = eval_cfg(f"ckpt_path={asr_checkpoint}", "data.source=disk", f"data.path={path}")  # no utterance_type column
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True)
     metrics = cli.evaluate(cfg)
@@ -391,7 +391,8 @@ def test_eval_on_a_librispeech_shaped_disk_dataset_resamples_and_writes_transcri
     assert [r["id"] for r in records] == [f"utt-{i}" for i in range(4)]
     assert [r["target"] for r in records] == ["seven three one", "turn on the kitchen lights", "oh five", "open the door"]
     assert all(isinstance(r["prediction_text"], str) and 0 < r["confidence"] <= 1 for r in records)
-    assert metrics["test/asr/wer"] >= 0.0 and "test/asr/wer_digits" not in metrics
+    assert metrics["test/asr/wer"] >= 0.0
+    assert math.isnan(metrics["test/asr/wer_digits"])  # the checkpoint scores types this data does not have
 
 
 @needs_espeak
