@@ -106,11 +106,7 @@ class ASRDataModule(HFDataModule):
     @property
     def root(self) -> Path | None:
         """Where relative audio paths resolve."""
-        if self.audio_root is not None:
-            return self.audio_root
-        if self.source == "builder":
-            return self.built_path
-        return Path(self.path) if self.source == "disk" else None
+        return self.files_root(self.audio_root)
 
     # ---- loading ----------------------------------------------------------------------------
     def prepare(self, dataset: DatasetDict) -> DatasetDict:

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset, Features, Value
+from datasets import Dataset, Value
 from torch import Tensor, nn
 
 from attnlab.attention import AttentionRecord
-from attnlab.data.inputs import is_saved_dataset, load_saved_split
+from attnlab.data.inputs import read_media_rows
 from attnlab.training.predictor import TaskPredictor
 
 if TYPE_CHECKING:
@@ -25,24 +25,9 @@ class ASRPredictor(TaskPredictor):
     accepts = "an audio file (wav, flac, ogg, mp3), a directory of them, or a saved dataset directory (audio[, text] columns)"
 
     def read(self, source: str, options: dict[str, Any]) -> tuple[Dataset, list[str]]:
-        path = Path(source)
-        if source and is_saved_dataset(path):
-            dataset, names = load_saved_split(path)
-            if "audio" not in dataset.column_names:
-                raise ValueError(f"input={source} has no 'audio' column (it has {dataset.column_names})")
-            if isinstance(dataset.features["audio"], Value):  # relative paths are relative to the dataset
-                dataset = dataset.map(lambda row: {"audio": str(path / row["audio"])})
-            if "text" not in dataset.column_names:
-                dataset = dataset.add_column("text", [None] * len(dataset))
-            return dataset, names
-        if not source or not path.exists():
-            raise FileNotFoundError(f"input={source} does not exist; give {self.accepts}")
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if path.is_dir() else [path]
-        if not files:
-            raise ValueError(f"input={source} is a directory without audio files ({', '.join(AUDIO_SUFFIXES)}); give {self.accepts}")
-        features = Features({"audio": Value("string"), "text": Value("string")})
-        rows = {"audio": [str(f.resolve()) for f in files], "text": [None] * len(files)}
-        return Dataset.from_dict(rows, features=features), [str(f) for f in files]
+        return read_media_rows(
+            source, column="audio", suffixes=AUDIO_SUFFIXES, accepts=self.accepts, defaults={"text": (Value("string"), None)}
+        )
 
     def capture_pattern(self, model: nn.Module) -> str:
         blocks = getattr(model.backbone, "blocks", None)

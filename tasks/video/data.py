@@ -105,11 +105,7 @@ class VideoDataModule(HFDataModule):
     @property
     def root(self) -> Path | None:
         """Where relative video paths resolve."""
-        if self.video_root is not None:
-            return self.video_root
-        if self.source == "builder":
-            return self.built_path
-        return Path(self.path) if self.source == "disk" else None
+        return self.files_root(self.video_root)
 
     def prepare(self, dataset: DatasetDict) -> DatasetDict:
         """Hub ``Video`` columns are read as ``{bytes, path}`` (no torchcodec); unreadable videos are

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, Features, Value
+from datasets import Dataset, Value
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from attnlab.analysis.heatmaps import overlay
 from attnlab.attention import AttentionRecord
-from attnlab.data.inputs import is_saved_dataset, load_saved_split
+from attnlab.data.inputs import read_media_rows
 from attnlab.training.predictor import TaskPredictor
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -24,24 +24,9 @@ class VideoPredictor(TaskPredictor):
     accepts = "a video file, a directory of video files, or a saved dataset directory (video[, label] columns)"
 
     def read(self, source: str, options: dict[str, Any]) -> tuple[Dataset, list[str]]:
-        path = Path(source)
-        if is_saved_dataset(path):
-            dataset, names = load_saved_split(path)
-            if "video" not in dataset.column_names:
-                raise ValueError(f"input={source} has no 'video' column (it has {dataset.column_names})")
-            if isinstance(dataset.features["video"], Value):  # relative paths are relative to the dataset
-                dataset = dataset.map(lambda row: {"video": str(path / row["video"])})
-            if "label" not in dataset.column_names:
-                dataset = dataset.add_column("label", [-1] * len(dataset))
-            return dataset, names
-        if not path.exists():
-            raise FileNotFoundError(f"input={source} does not exist; give {self.accepts}")
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES) if path.is_dir() else [path]
-        if not files:
-            raise ValueError(f"input={source} is a directory without videos ({', '.join(VIDEO_SUFFIXES)}); give {self.accepts}")
-        features = Features({"video": Value("string"), "label": Value("int64")})
-        rows = {"video": [str(f.resolve()) for f in files], "label": [-1] * len(files)}  # -1: unknown
-        return Dataset.from_dict(rows, features=features), [str(f) for f in files]
+        return read_media_rows(
+            source, column="video", suffixes=VIDEO_SUFFIXES, accepts=self.accepts, defaults={"label": (Value("int64"), -1)}
+        )  # label -1: unknown
 
     @property
     def class_names(self) -> list[str] | None:

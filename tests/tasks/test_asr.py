@@ -331,6 +331,19 @@ def test_empty_transcripts_name_their_row(tmp_path):
 
 
 @needs_espeak
+def test_librispeech_split_names_map_onto_train(tmp_path):
+    split = _speech_dataset(tmp_path, 16_000, count=2)
+    DatasetDict({"train.100": split, "validation": split, "test": split}).save_to_disk(str(tmp_path))
+    with pytest.raises(ValueError, match=r"has no 'train' split.*data.split_map='\{train: <split>\}'"):
+        ASRDataModule(source="disk", path=str(tmp_path), group_column=None).setup("fit")
+    module = ASRDataModule(source="disk", path=str(tmp_path), group_column=None, split_map={"train": "train.100"})
+    module.setup("fit")
+    assert sorted(module.splits) == ["test", "train", "validation"] and len(module.splits["train"]) == 2
+    with pytest.raises(ValueError, match=r"names split\(s\) \['train.360'\]"):
+        ASRDataModule(source="disk", path=str(tmp_path), split_map={"train": "train.360"}).setup("fit")
+
+
+@needs_espeak
 def test_hub_audio_columns_are_decoded_by_soundfile(tmp_path):
     """A hub Audio column (here a {bytes, path} struct cast to Audio, which needs no decoder until read) is
     read with decode=False and decoded by soundfile, resampled from 8 kHz."""

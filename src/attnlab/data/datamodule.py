@@ -57,6 +57,8 @@ class HFDataModule(L.LightningDataModule, ABC):
         name: hub configuration name.
         data_dir: where built datasets are cached.
         column_map: rename source columns to the task schema, e.g. ``{img: image}``.
+        split_map: use source splits under the names a run needs, ``{train: train.100}`` (LibriSpeech
+            names its training splits train.100 / train.360); unmapped splits keep their names.
         val_fraction: carve validation out of train when the source has no validation split.
         batch_size / eval_batch_size / num_workers: loader settings.
         seed: data order and splitting seed.
@@ -73,6 +75,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         name: str | None = None,
         data_dir: str = "data",
         column_map: dict[str, str] | None = None,
+        split_map: dict[str, str] | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -87,6 +90,7 @@ class HFDataModule(L.LightningDataModule, ABC):
         self.source, self.path, self.name = source, path, name
         self.data_dir = Path(data_dir)
         self.column_map = dict(column_map or {})
+        self.split_map = dict(split_map or {})
         self.val_fraction, self.seed = val_fraction, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -140,6 +144,15 @@ class HFDataModule(L.LightningDataModule, ABC):
     def built_path(self) -> Path:
         return self.data_dir / self.task_name / params_fingerprint(self.builder_params())
 
+    def files_root(self, override: str | Path | None = None) -> Path | None:
+        """Where relative file paths in rows (videos, audio) resolve: `override` when given, else the built
+        dataset's directory (builder), the dataset directory (disk), or None (hub rows carry their bytes)."""
+        if override is not None:
+            return Path(override)
+        if self.source == "builder":
+            return self.built_path
+        return Path(self.path) if self.source == "disk" else None
+
     @property
     def origin(self) -> str:
         return str(self.built_path) if self.source == "builder" else f"{self.source}:{self.path}"
@@ -177,6 +190,8 @@ class HFDataModule(L.LightningDataModule, ABC):
             dataset = self._load_hub()
         if isinstance(dataset, Dataset):
             dataset = DatasetDict({"train": dataset})
+        if self.split_map:
+            dataset = self._map_splits(dataset)
         if self.column_map:
             dataset = dataset.rename_columns(self.column_map)
         dataset = self._normalise_splits(dataset, need_train=stage not in ("test", "predict"))
@@ -193,13 +208,27 @@ class HFDataModule(L.LightningDataModule, ABC):
                 "data.source=builder (the offline default) or data.source=disk data.path=<saved dataset dir>."
             ) from err
 
+    def _map_splits(self, dataset: DatasetDict) -> DatasetDict:
+        missing = sorted(set(self.split_map.values()) - set(dataset))
+        if missing:
+            raise ValueError(
+                f"data.split_map={self.split_map} names split(s) {missing} that {self.origin} does not have "
+                f"(it has {sorted(dataset)})"
+            )
+        mapped = {target: dataset[source] for target, source in self.split_map.items()}
+        kept = {name: split for name, split in dataset.items() if name not in self.split_map.values() and name not in mapped}
+        return DatasetDict({**kept, **mapped})
+
     def _normalise_splits(self, dataset: DatasetDict, *, need_train: bool = True) -> DatasetDict:
         aliases = {"valid": "validation", "val": "validation", "dev": "validation"}
         dataset = DatasetDict({aliases.get(k, k): v for k, v in dataset.items()})
         if not need_train and "test" in dataset:
             return dataset
         if "train" not in dataset:
-            raise ValueError(f"dataset {self.origin} has no 'train' split (has {sorted(dataset)})")
+            raise ValueError(
+                f"dataset {self.origin} has no 'train' split (has {sorted(dataset)}); name the one to train on "
+                f"with data.split_map='{{train: <split>}}'"
+            )
         if "validation" not in dataset:
             parts = dataset["train"].train_test_split(test_size=self.val_fraction, seed=self.seed)
             dataset["train"], dataset["validation"] = parts["train"], parts["test"]
