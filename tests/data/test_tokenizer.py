@@ -164,3 +164,24 @@ def test_offsets_map_tokens_back_to_the_characters_they_cover(tokenizer):
         # the non-empty spans, in order, cover every non-space character of the text
         covered = {i for start, end in spans for i in range(start, end)}
         assert {i for i, ch in enumerate(text) if not ch.isspace()} <= covered
+
+
+def test_prefix_space_gives_a_word_opening_the_text_its_inner_tokens_and_round_trips():
+    texts = corpus()
+    tokenizer = TextTokenizer.train(texts, vocab_size=500, prefix_space=True)
+    plain = TextTokenizer.train(texts, vocab_size=500)
+    sentence = texts[0]
+    first, rest = sentence.split(" ", 1)
+    inner = tokenizer.encode(f"{rest} {first}")  # the first word again, now after a space
+    assert tokenizer.encode(sentence)[: len(tokenizer.encode(first))] == tokenizer.encode(first)
+    assert inner[-len(tokenizer.encode(first)) :] == tokenizer.encode(first)
+    assert plain.encode(f"{rest} {first}")[-len(plain.encode(first)) :] != plain.encode(first)  # what it fixes
+    for text in UNSEEN + texts[:20]:  # leading spaces included: exactly one is added and removed
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    restored = TextTokenizer.from_state_dict(json.loads(json.dumps(tokenizer.state_dict())))
+    assert restored.prefix_space and restored.encode(sentence) == tokenizer.encode(sentence)
+    old_state = {k: v for k, v in plain.state_dict().items() if k != "prefix_space"}  # saved before the option
+    assert not TextTokenizer.from_state_dict(old_state).prefix_space
+    (ids, spans), = tokenizer.encode_with_offsets([sentence])
+    first_ids = len(tokenizer.encode(first))
+    assert (spans[0][0], spans[first_ids - 1][1]) == (0, len(first))  # offsets into the text itself

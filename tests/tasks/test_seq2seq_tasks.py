@@ -84,11 +84,14 @@ def test_summarization_column_map_and_derived_entities(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, data_dir) -> dict[str, Path]:
-    """Two-step checkpoints: translation (transformer), summarization (Bahdanau)."""
+    """Two-step checkpoints: translation (transformer), summarization (Bahdanau, with the default's selective
+    read and prefix-space tokenizer switched back on, so predict and eval cover them too)."""
     found = {}
     for name, task, extra in (("translation", "translation", []),
-                              ("summarization_bahdanau", "summarization", ["experiment=summarization_bahdanau",
-                                                                           "backbone.dim=64"])):
+                              ("summarization_bahdanau", "summarization", [
+                                  "experiment=summarization_bahdanau", "backbone.dim=64",
+                                  "model.tasks.summarization.head.selective_read=true",
+                                  "data.tokenizer_prefix_space=true"])):
         out = tmp_path_factory.mktemp(name) / "run"
         cfg = compose_config("train", [*QUIET, *TINY_TASK[task], *extra, "debug=limit", "trainer.max_epochs=1",
                                        "trainer.limit_train_batches=2", "test=false"], out, data_dir)

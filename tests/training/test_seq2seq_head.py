@@ -21,6 +21,8 @@ DECODERS = {
     "gru_general": partial(AttentiveGRUDecoder, score="general"),
     "transformer_copy": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
     "gru_copy": partial(AttentiveGRUDecoder, score="additive"),
+    "transformer_copy_read": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
+    "gru_copy_read": partial(AttentiveGRUDecoder, score="additive"),
 }
 SOURCE = torch.randint(4, VOCAB, (3, 7), generator=torch.Generator().manual_seed(2))  # (B, S) ids a pointer copies
 
@@ -28,11 +30,13 @@ SOURCE = torch.randint(4, VOCAB, (3, 7), generator=torch.Generator().manual_seed
 def make_head(kind: str, **generation) -> Seq2SeqHead:
     torch.manual_seed(0)
     head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS[kind], generation=GenerationConfig(**generation),
-                       copy=kind.endswith("_copy"))
+                       copy="_copy" in kind, selective_read=kind.endswith("_read"))
     with torch.no_grad():  # a sharper output distribution than the init's, so ties never decide a search
         head.output_bias.normal_(0, 2.0)
         if head.copy:
             head.copy_follow.fill_(1.5)  # the continuation bonus in play (it starts at 0 in training)
+        if head.selective_read:
+            head.read_proj.weight.normal_(0, DIM**-0.5)  # the read in play (it starts closed in training)
     return head.eval()
 
 
@@ -168,3 +172,19 @@ def test_the_continuation_bonus_favours_the_source_token_after_the_one_just_emit
     boosted = head(states, mask, inputs)["logits"].exp()[:, 0]
     assert boosted[0, 13] > base[0, 13] and boosted[1, 16] > base[1, 16]
     torch.testing.assert_close(boosted[2], base[2])  # nothing to continue: unchanged
+
+
+def test_selective_read_feeds_the_mean_encoder_state_after_each_occurrence_of_the_fed_token():
+    head = make_head("transformer_copy_read")
+    states, mask = memory()
+    source = torch.tensor([[10, 11, 12, 11, 14, 11, 16]] * 3)  # 11 -> 12 and 14 (16 sits in row 0's padding)
+    fed = torch.tensor([[11, 40, 14, 11]] * 3)  # (B, T)
+    inputs = head.decoder_inputs(fed, states, mask, source)  # (B, T, D)
+    for b in range(3):
+        for t, token in enumerate(fed[b].tolist()):
+            after = [j for j in range(1, 7) if source[b, j - 1] == token and mask[b, j]]  # checked one by one
+            read = states[b, after].mean(0) if after else torch.zeros(DIM)
+            expected = head.embed(fed[b, t : t + 1])[0] + head.read_proj(read)
+            torch.testing.assert_close(inputs[b, t], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="copy=true"):
+        Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS["transformer"], selective_read=True)

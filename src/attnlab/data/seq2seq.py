@@ -66,6 +66,8 @@ class Seq2SeqDataModule(TokenizedSplits, HFDataModule):
     Args:
         vocab_size: tokenizer vocabulary (specials and the 256 bytes included); the model's ``vocab_size``.
         tokenizer_model: ``bpe`` or ``unigram`` (HF tokenizers, byte-level: nothing is ever unknown).
+        tokenizer_prefix_space: tokenize every text as " " + text, so a word opening the target has the same
+            tokens as that word inside the source (what a pointer copies).
         max_source_len / max_target_len: token limits (EOS included); longer texts are cut and counted in
             the log, per split.
         max_tokens: if set, training batches group items of similar length under this padded-token budget
@@ -79,6 +81,7 @@ class Seq2SeqDataModule(TokenizedSplits, HFDataModule):
         *,
         vocab_size: int = 8000,
         tokenizer_model: Literal["bpe", "unigram"] = "bpe",
+        tokenizer_prefix_space: bool = False,
         max_source_len: int = 256,
         max_target_len: int = 128,
         max_tokens: int | None = None,
@@ -90,6 +93,7 @@ class Seq2SeqDataModule(TokenizedSplits, HFDataModule):
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"data.{key}={value} must be an integer >= 2 (a token and EOS)")
         self.vocab_size, self.tokenizer_model = vocab_size, tokenizer_model
+        self.tokenizer_prefix_space = tokenizer_prefix_space
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         self.max_tokens, self.max_validation_items = max_tokens, max_validation_items
         self.tokenizer: TextTokenizer | None = None  # trained in `prepare` or restored from a checkpoint
@@ -120,7 +124,9 @@ class Seq2SeqDataModule(TokenizedSplits, HFDataModule):
                 )
             train = dataset["train"]
             texts = self.source_texts(train) + self.target_texts(train)
-            self.tokenizer = TextTokenizer.train(texts, vocab_size=self.vocab_size, model=self.tokenizer_model)
+            self.tokenizer = TextTokenizer.train(
+                texts, vocab_size=self.vocab_size, model=self.tokenizer_model, prefix_space=self.tokenizer_prefix_space
+            )
             log.info("trained a %s tokenizer on %d training texts: %d ids", self.tokenizer_model, len(texts),
                      self.tokenizer.vocab_size)
         return dataset

@@ -13,6 +13,10 @@ Special tokens have fixed ids, the same for every trained tokenizer::
     3 <eos>   end of sequence (`encode(..., add_eos=True)`)
     4...      `extra_special_tokens`, in the order given (e.g. language tags)
 
+With ``prefix_space=True`` every text is read as if a space preceded it (GPT-2 / RoBERTa's
+``add_prefix_space``), so a word gets the same tokens at the start of a text as inside one: "Anna" opening a
+summary is " Anna" as in the article it is copied from. Decoding removes that one space again.
+
 Special tokens are only ever produced by ``add_bos`` / ``add_eos`` (or by id): the literal text "<eos>" in
 an input is encoded as ordinary bytes, so user text cannot inject control tokens.
 
@@ -48,12 +52,16 @@ class TextTokenizer:
         pad_id / unk_id / bos_id / eos_id: 0 / 1 / 2 / 3.
         vocab_size: number of ids, specials included (can be below the requested size on a small corpus).
         special_tokens: all special token strings in id order, extras included.
+        prefix_space: texts are tokenized as " " + text (module docstring).
     """
 
     pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
 
-    def __init__(self, tokenizer: Tokenizer, *, special_tokens: Sequence[str] = SPECIAL_TOKENS) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, *, special_tokens: Sequence[str] = SPECIAL_TOKENS, prefix_space: bool = False
+    ) -> None:
         self.special_tokens = tuple(special_tokens)
+        self.prefix_space = bool(prefix_space)
         if self.special_tokens[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
             raise ValueError(f"special_tokens must start with {SPECIAL_TOKENS}, got {self.special_tokens}")
         for expected_id, token in enumerate(self.special_tokens):
@@ -77,6 +85,7 @@ class TextTokenizer:
         lowercase: bool = False,
         min_frequency: int = 2,
         extra_special_tokens: Sequence[str] = (),
+        prefix_space: bool = False,
     ) -> TextTokenizer:
         """Learn a vocabulary from `texts` (the training split only; a generator is read once).
 
@@ -88,6 +97,7 @@ class TextTokenizer:
             lowercase: lowercase texts before tokenizing (then decode returns lowercased text).
             min_frequency: BPE merges a pair only if it occurs at least this often (ignored by unigram).
             extra_special_tokens: more special tokens, ids 4, 5, ... in this order.
+            prefix_space: read every text as " " + text, in training and after (module docstring).
 
         Deterministic: the same texts and arguments give the same ids, run after run (BPE breaks count
         ties by pair; Unigram's float scores are rounded and pieces sorted, see `_canonical_unigram`).
@@ -132,16 +142,19 @@ class TextTokenizer:
             tokenizer.normalizer = normalizers.Lowercase()
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.train_from_iterator(_checked_texts(texts), trainer=trainer)
+        prefix = " " if prefix_space else ""
+        tokenizer.train_from_iterator((prefix + text for text in _checked_texts(texts)), trainer=trainer)
         if model == "unigram":
             tokenizer = _canonical_unigram(tokenizer, special)
-        return cls(tokenizer, special_tokens=special)
+        return cls(tokenizer, special_tokens=special, prefix_space=prefix_space)
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state: ``{"format", "special_tokens", "tokenizer"}`` (the tokenizer's JSON)."""
+        """JSON-serialisable state: ``{"format", "special_tokens", "prefix_space", "tokenizer"}`` (the last is
+        the HF tokenizer's JSON)."""
         return {
             "format": STATE_FORMAT,
             "special_tokens": list(self.special_tokens),
+            "prefix_space": self.prefix_space,
             "tokenizer": self._tokenizer.to_str(),  # the whole HF tokenizer: normalizer, model, decoder
         }
 
@@ -159,7 +172,11 @@ class TextTokenizer:
                 f"state is not a TextTokenizer.state_dict() (format {found!r}, expected {STATE_FORMAT!r}); "
                 "pass the dict that TextTokenizer.state_dict() returned"
             )
-        return cls(Tokenizer.from_str(state["tokenizer"]), special_tokens=state["special_tokens"])
+        return cls(  # states saved before prefix_space existed have none
+            Tokenizer.from_str(state["tokenizer"]),
+            special_tokens=state["special_tokens"],
+            prefix_space=state.get("prefix_space", False),
+        )
 
     # ---- using ---------------------------------------------------------------------------------
     @property
@@ -194,7 +211,7 @@ class TextTokenizer:
             )
         keep = None if max_length is None else max_length - added
         head, tail = [self.bos_id] if add_bos else [], [self.eos_id] if add_eos else []
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        encodings = self._tokenizer.encode_batch(self._prefixed(texts), add_special_tokens=False)
         return [head + encoding.ids[:keep] + tail for encoding in encodings]
 
     def encode_with_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -202,10 +219,11 @@ class TextTokenizer:
         trailing whitespace trimmed (byte-level tokens carry the space before a word), so a span of
         tokens maps back to exact character offsets (extractive QA). No bos / eos, no cut."""
         texts = list(_checked_texts(texts))
-        out = []
-        for text, encoding in zip(texts, self._tokenizer.encode_batch(texts, add_special_tokens=False)):
+        out, shift = [], int(self.prefix_space)  # offsets into " " + text -> into text
+        for text, encoding in zip(texts, self._tokenizer.encode_batch(self._prefixed(texts), add_special_tokens=False)):
             spans = []
             for start, end in encoding.offsets:
+                start, end = max(start - shift, 0), max(end - shift, 0)
                 while start < end and text[start].isspace():
                     start += 1
                 while end > start and text[end - 1].isspace():
@@ -222,7 +240,11 @@ class TextTokenizer:
         kept = [i for i in (int(i) for i in ids) if 0 <= i < self.vocab_size]
         if skip_special:
             kept = [i for i in kept if i >= self._num_special]
-        return self._tokenizer.decode(kept, skip_special_tokens=skip_special)
+        text = self._tokenizer.decode(kept, skip_special_tokens=skip_special)
+        return text.removeprefix(" ") if self.prefix_space else text
+
+    def _prefixed(self, texts: list[str]) -> list[str]:
+        return [" " + text for text in texts] if self.prefix_space else texts
 
     def id_to_token(self, token_id: int) -> str:
         """One id -> a readable label (attention-map axes): special tokens as written, others as their
@@ -243,7 +265,10 @@ class TextTokenizer:
 
     def __repr__(self) -> str:
         model = type(self._tokenizer.model).__name__
-        return f"TextTokenizer(model={model}, vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)})"
+        return (
+            f"TextTokenizer(model={model}, vocab_size={self.vocab_size}, special_tokens={list(self.special_tokens)}, "
+            f"prefix_space={self.prefix_space})"
+        )
 
 
 def _checked_texts(texts: Iterable[str]) -> Iterator[str]:

@@ -49,6 +49,10 @@ class Seq2SeqHead(TaskHead):
             The copy scores also get a learned bonus on source positions right after an occurrence of the
             token just emitted (CopyNet's "selective read", Gu et al. 2016, reduced to a score bias), so
             once the first piece of a name is copied, the next pieces follow it in order.
+        selective_read: with ``copy``, also feed the decoder what follows the token it just read in the
+            source (CopyNet's selective read, Gu et al. 2016): its input at step t adds a projection of the
+            mean encoder state over source positions j with x_{j-1} = y_{t-1}. The decoder then knows which
+            piece continues a name it is copying, not only that it is copying one.
         source_key: batch field with the (B, S) source ids the pointer copies from (the adapter's input).
         pad_id / bos_id / eos_id: special ids of the tokenizer (`TextTokenizer`: 0 / 2 / 3).
     """
@@ -66,6 +70,7 @@ class Seq2SeqHead(TaskHead):
         label_smoothing: float = 0.1,
         tie_source_embedding: bool = True,
         copy: bool = False,
+        selective_read: bool = False,
         source_key: str = "source_tokens",
         pad_id: int = 0,
         bos_id: int = 2,
@@ -89,6 +94,12 @@ class Seq2SeqHead(TaskHead):
             self.copy_key = nn.Linear(dim, dim, bias=False)
             self.copy_gate = nn.Linear(2 * dim, 1)
             self.copy_follow = nn.Parameter(torch.zeros(()))  # bonus for continuing a copied span
+        if selective_read and not copy:
+            raise ValueError("head.selective_read=true reads through the pointer's source ids: set head.copy=true too")
+        self.selective_read = selective_read
+        if selective_read:
+            self.read_proj = nn.Linear(dim, dim, bias=False)
+            nn.init.zeros_(self.read_proj.weight)  # starts as the plain decoder; training opens it
 
     def tie_to_adapter(self, adapter: nn.Module) -> None:
         """Share the adapter's token table: one embedding for source, target and output."""
@@ -107,6 +118,25 @@ class Seq2SeqHead(TaskHead):
     def embed(self, ids: Tensor) -> Tensor:
         """(B, T) ids -> (B, T, D) scaled embeddings (the decoder adds its own positions)."""
         return self.embedding(ids) * math.sqrt(self.dim)
+
+    def decoder_inputs(
+        self, ids: Tensor, memory: Tensor, memory_mask: Tensor, source_ids: Tensor | None
+    ) -> Tensor:
+        """(B, T) ids fed to the decoder -> (B, T, D) inputs: embeddings, plus with ``selective_read`` the
+        projected mean encoder state of the source positions that follow each fed token."""
+        inputs = self.embed(ids)
+        if not self.selective_read:
+            return inputs
+        follows = _follows(self._checked_source(memory, source_ids), ids) & memory_mask[:, None, :]  # (B, T, S)
+        weights = follows.float() / follows.sum(-1, keepdim=True).clamp_min(1)  # (B, T, S) mean over matches
+        return inputs + self.read_proj(weights.to(memory.dtype) @ memory)  # (B, T, D)
+
+    def _checked_source(self, memory: Tensor, source_ids: Tensor | None) -> Tensor:
+        if source_ids is None or source_ids.shape != memory.shape[:2]:
+            raise ValueError(
+                f"the copy head needs batch['{self.source_key}'] as (B, S) = {tuple(memory.shape[:2])} source ids"
+            )
+        return source_ids
 
     def logits(self, hidden: Tensor) -> Tensor:
         """(..., D) decoder states -> (..., V) logits through the tied embedding."""
@@ -128,16 +158,11 @@ class Seq2SeqHead(TaskHead):
         logits = self.logits(states)
         if not self.copy:
             return logits
-        if source_ids is None or source_ids.shape != memory.shape[:2]:
-            raise ValueError(
-                f"the copy head needs batch['{self.source_key}'] as (B, S) = {tuple(memory.shape[:2])} source ids"
-            )
+        source_ids = self._checked_source(memory, source_ids)
         keys = self.copy_key(memory) if copy_keys is None else copy_keys  # (B, S, D)
         scores = self.copy_query(states) @ keys.transpose(1, 2) / math.sqrt(self.dim)  # (B, T, S)
         if previous_ids is not None:  # position j continues a copy if source j - 1 is the token just emitted
-            follows = source_ids[:, None, :-1] == previous_ids[:, :, None]  # (B, T, S - 1)
-            follows = F.pad(follows, (1, 0))  # (B, T, S): position 0 follows nothing
-            scores = scores + self.copy_follow * follows.to(scores.dtype)
+            scores = scores + self.copy_follow * _follows(source_ids, previous_ids).to(scores.dtype)
         scores = scores.float().masked_fill(~memory_mask[:, None, :], float("-inf"))
         attention = scores.softmax(-1)  # (B, T, S)
         context = attention.to(memory.dtype) @ memory  # (B, T, D)
@@ -155,9 +180,8 @@ class Seq2SeqHead(TaskHead):
             outputs["source_ids"] = batch[self.source_key]  # (B, S)
         if "decoder_input" in batch:
             target = batch["decoder_input"]  # (B, T)
-            states = self.decoder(
-                self.embed(target), hidden, memory_mask=memory_mask, padding_mask=target != self.pad_id
-            )
+            inputs = self.decoder_inputs(target, hidden, memory_mask, outputs.get("source_ids"))  # (B, T, D)
+            states = self.decoder(inputs, hidden, memory_mask=memory_mask, padding_mask=target != self.pad_id)
             outputs["logits"] = self.output_scores(  # (B, T, V)
                 states, hidden, memory_mask, outputs.get("source_ids"), previous_ids=target
             )
@@ -196,11 +220,13 @@ class Seq2SeqHead(TaskHead):
             return self.output_scores(last, memory_rows, mask_rows, source_rows, prefix[:, -1:], copy_keys)[:, 0]
 
         def cached_step(prefix: Tensor, cache: Any) -> Tensor:
-            states = self.decoder(self.embed(prefix[:, -1:]), memory_rows, memory_mask=mask_rows, cache=cache)
+            inputs = self.decoder_inputs(prefix[:, -1:], memory_rows, mask_rows, source_rows)  # (N, 1, D)
+            states = self.decoder(inputs, memory_rows, memory_mask=mask_rows, cache=cache)
             return scores(states, prefix)  # (N, V)
 
         def full_step(prefix: Tensor, cache: Any) -> Tensor:
-            return scores(self.decoder(self.embed(prefix), memory_rows, memory_mask=mask_rows), prefix)  # (N, V)
+            inputs = self.decoder_inputs(prefix, memory_rows, mask_rows, source_rows)  # (N, T, D)
+            return scores(self.decoder(inputs, memory_rows, memory_mask=mask_rows), prefix)  # (N, V)
 
         return generate(
             cached_step if use_cache else full_step,
@@ -213,14 +239,16 @@ class Seq2SeqHead(TaskHead):
             device=memory.device,
         )
 
-    def cross_attention(self, memory: Tensor, memory_mask: Tensor, generated: Tensor) -> list[Tensor]:
+    def cross_attention(
+        self, memory: Tensor, memory_mask: Tensor, generated: Tensor, source_ids: Tensor | None = None
+    ) -> list[Tensor]:
         """Per decoder layer, the cross-attention (B, H, T, S) of target positions over source tokens while
         producing `generated` (B, T) (the decoder is causal, so one teacher-forced pass over BOS + the
-        generated tokens gives exactly the weights generation used)."""
+        generated tokens gives exactly the weights generation used). ``source_ids`` (B, S): as in `generate`."""
         bos = torch.full_like(generated[:, :1], self.bos_id)
         inputs = torch.cat([bos, generated[:, :-1]], 1)  # (B, T): the token fed before each generated one
         _, weights = self.decoder(
-            self.embed(inputs), memory, memory_mask=memory_mask, padding_mask=inputs != self.pad_id, need_weights=True
+            self.decoder_inputs(inputs, memory, memory_mask, source_ids), memory, memory_mask=memory_mask, padding_mask=inputs != self.pad_id, need_weights=True
         )
         return weights
 
@@ -255,3 +283,10 @@ class Seq2SeqHead(TaskHead):
                 "ids": [i for i in ids if i != self.pad_id],
             })
         return records
+
+
+def _follows(source_ids: Tensor, previous_ids: Tensor) -> Tensor:
+    """(B, S) source ids, (B, T) fed tokens -> (B, T, S) bool: source position j follows an occurrence of
+    the fed token (x_{j-1} = y_t); position 0 follows nothing."""
+    follows = source_ids[:, None, :-1] == previous_ids[:, :, None]  # (B, T, S - 1)
+    return F.pad(follows, (1, 0))

@@ -74,7 +74,8 @@ class Seq2SeqPredictor(TaskPredictor):
             generated = torch.tensor([record["ids"] or [head.eos_id]], device=outputs["memory"].device)  # (1, T)
             memory, memory_mask = outputs["memory"][b : b + 1], outputs["memory_mask"][b : b + 1]
             with torch.no_grad():
-                layers = head.cross_attention(memory, memory_mask, generated)  # L x (1, H, T, S)
+                source = outputs["source_ids"][b : b + 1] if "source_ids" in outputs else None  # (1, S) pointer ids
+                layers = head.cross_attention(memory, memory_mask, generated, source)  # L x (1, H, T, S)
             source_ids = batch["source_tokens"][b][memory_mask[0]].tolist()
             weights = layers[-1][0].float().mean(0)[:, : len(source_ids)].cpu().numpy()  # (T, S) last layer, heads averaged
             keys = _thin([tokenizer.id_to_token(i) for i in source_ids])
