@@ -182,6 +182,6 @@ def test_prefix_space_gives_a_word_opening_the_text_its_inner_tokens_and_round_t
     assert restored.prefix_space and restored.encode(sentence) == tokenizer.encode(sentence)
     old_state = {k: v for k, v in plain.state_dict().items() if k != "prefix_space"}  # saved before the option
     assert not TextTokenizer.from_state_dict(old_state).prefix_space
-    (ids, spans), = tokenizer.encode_with_offsets([sentence])
+    (_, spans), = tokenizer.encode_with_offsets([sentence])
     first_ids = len(tokenizer.encode(first))
     assert (spans[0][0], spans[first_ids - 1][1]) == (0, len(first))  # offsets into the text itself

@@ -248,7 +248,11 @@ class Seq2SeqHead(TaskHead):
         bos = torch.full_like(generated[:, :1], self.bos_id)
         inputs = torch.cat([bos, generated[:, :-1]], 1)  # (B, T): the token fed before each generated one
         _, weights = self.decoder(
-            self.decoder_inputs(inputs, memory, memory_mask, source_ids), memory, memory_mask=memory_mask, padding_mask=inputs != self.pad_id, need_weights=True
+            self.decoder_inputs(inputs, memory, memory_mask, source_ids),
+            memory,
+            memory_mask=memory_mask,
+            padding_mask=inputs != self.pad_id,
+            need_weights=True,
         )
         return weights
 
