@@ -177,7 +177,7 @@ def test_the_continuation_bonus_favours_the_source_token_after_the_one_just_emit
 def test_selective_read_feeds_the_mean_encoder_state_after_each_occurrence_of_the_fed_token():
     head = make_head("transformer_copy_read")
     states, mask = memory()
-    source = torch.tensor([[10, 11, 12, 11, 14, 11, 16]] * 3)  # 11 -> 12 and 14 (16 sits in row 0's padding)
+    source = torch.tensor([[10, 11, 12, 11, 14, 11, 16]] * 3)  # 11 -> 12, 14, 16 (row 0 pads position 6)
     fed = torch.tensor([[11, 40, 14, 11]] * 3)  # (B, T)
     inputs = head.decoder_inputs(fed, states, mask, source)  # (B, T, D)
     for b in range(3):

@@ -47,8 +47,8 @@ class Seq2SeqHead(TaskHead):
             p_gen mixes it with the vocabulary distribution, P(w) = p_gen P_vocab(w) + (1 - p_gen)
             sum_{j: x_j = w} a_j. Copying a name, subword by subword, is then one attention step away.
             The copy scores also get a learned bonus on source positions right after an occurrence of the
-            token just emitted (CopyNet's "selective read", Gu et al. 2016, reduced to a score bias), so
-            once the first piece of a name is copied, the next pieces follow it in order.
+            token just emitted (a score-bias form of CopyNet's selective read, below), so once the first
+            piece of a name is copied, the next pieces follow it in order.
         selective_read: with ``copy``, also feed the decoder what follows the token it just read in the
             source (CopyNet's selective read, Gu et al. 2016): its input at step t adds a projection of the
             mean encoder state over source positions j with x_{j-1} = y_{t-1}. The decoder then knows which
