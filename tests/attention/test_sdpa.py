@@ -164,3 +164,29 @@ def test_gpu_bf16_within_twice_float32_error(backend, case):
         pytest.skip(str(err))
     tolerance = 2 * max((ref_bf.double() - truth).abs().max().item(), (ref32.double() - truth).abs().max().item())
     assert (out.double() - truth).abs().max().item() <= tolerance + 1e-3
+
+
+@pytest.mark.parametrize("backend", [b for b in ("auto", "flash") if b in CPU_BACKENDS])
+@pytest.mark.parametrize("case", ["padding", "causal", "gqa"])
+def test_cpu_bf16_training_runs_the_kernel_in_float32(backend, case):
+    """bf16 inputs that need gradients (bf16-mixed training on CPU): the fused kernel runs on float32
+    copies, so output and gradients are the float32 kernel's, cast to bf16 (also under autocast)."""
+    spec = CASES[case]
+    q, k, v = qkv(q_len=spec["q_len"], kv_heads=spec.get("kv_heads"))
+    mask = padding_mask(2, q.shape[2], spec["lengths"])[:, None, None, :] if "lengths" in spec else None
+    causal = spec.get("causal", False)
+    upcast = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = scaled_dot_product_attention(*upcast, attn_mask=mask, is_causal=causal, backend=backend)
+    expected.sum().backward()
+    bf = [t.bfloat16().float().requires_grad_() for t in (q, k, v)]  # float32 leaves holding bf16 values
+    upcast_bf = [t.detach().requires_grad_() for t in bf]
+    reference = scaled_dot_product_attention(*upcast_bf, attn_mask=mask, is_causal=causal, backend=backend)
+    reference.bfloat16().float().sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = scaled_dot_product_attention(*(t.bfloat16() for t in bf), attn_mask=mask, is_causal=causal, backend=backend)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, reference.bfloat16())  # float32 kernel, then one rounding to bf16
+    out.float().sum().backward()
+    for grad, ref_grad in zip((t.grad for t in bf), (t.grad for t in upcast_bf)):
+        assert rel_err(grad, ref_grad) < 1e-2  # only the bf16 rounding of the incoming gradient differs
+    assert rel_err(out.float(), expected.detach()) < 2e-2  # bf16 rounding of inputs and output
