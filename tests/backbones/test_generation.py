@@ -323,3 +323,39 @@ def test_length_penalty_and_config_errors():
         )
     with pytest.raises(ValueError, match="eos_id"):
         greedy_search(step, bos_id=BOS, eos_id=VOCAB, pad_id=PAD, max_length=3, batch_size=2)
+
+
+def _repeats_an_ngram(tokens: list[int], size: int) -> bool:
+    grams = [tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_no_repeat_ngram_beam_finds_the_best_hypothesis_without_repeats(size, seed):
+    """Exhaustive beam (as above) with no_repeat_ngram_size: the brute-force optimum among hypotheses
+    that repeat no n-gram; and a greedy rollout that takes the best allowed token each step."""
+    tables = _markov_tables(seed=seed, scale=3.0)
+    sequences, scores = beam_search(
+        _markov_step(tables), bos_id=BOS, eos_id=EOS, pad_id=PAD, beam_size=128, max_length=5, batch_size=2,
+        length_penalty=1.0, no_repeat_ngram_size=size,
+    )
+    greedy, _ = greedy_search(
+        _markov_step(tables), bos_id=BOS, eos_id=EOS, pad_id=PAD, max_length=5, batch_size=2, no_repeat_ngram_size=size,
+    )
+    changed = 0
+    for item in range(2):
+        ranked = _brute_force(tables[item], 5, 1.0)
+        allowed = [(score, tokens) for score, tokens in ranked if not _repeats_an_ngram(tokens, size)]
+        assert _row(sequences[item]) == allowed[0][1]
+        assert math.isclose(float(scores[item]), allowed[0][0], abs_tol=1e-9)
+        changed += ranked[0][1] != allowed[0][1]
+        rollout = []  # greedy by hand: the most likely token that repeats no n-gram
+        while not rollout or (rollout[-1] != EOS and len(rollout) < 5):
+            order = tables[item, rollout[-1] if rollout else BOS].argsort(descending=True).tolist()
+            rollout.append(next(t for t in order if not _repeats_an_ngram([*rollout, t], size)))
+        assert _row(greedy[item]) == rollout
+    if (size, seed) in ((1, 2), (2, 2)):  # guards the test: there the unconstrained optimum repeats an n-gram
+        assert changed > 0
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        GenerationConfig(no_repeat_ngram_size=-1)

@@ -73,6 +73,8 @@ class GenerationConfig:
         min_length: EOS is forbidden until this many tokens are generated.
         length_penalty: GNMT alpha of `gnmt_length_penalty` (beam only); 0 ranks by raw log-probability.
         num_return_sequences: best hypotheses returned per item (beam only, at most beam_size).
+        no_repeat_ngram_size: n > 0 forbids any token that would repeat an n-gram of the output so far
+            (fairseq's and HF's ``no_repeat_ngram_size``; stops loops such as "Lion Lion Lion"); 0: off.
     """
 
     strategy: Strategy = "greedy"
@@ -81,6 +83,7 @@ class GenerationConfig:
     min_length: int = 0
     length_penalty: float = 1.0
     num_return_sequences: int = 1
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -90,6 +93,7 @@ class GenerationConfig:
         if self.beam_size < 1:
             raise ValueError(f"generation.beam_size ({self.beam_size}) must be >= 1")
         _check_lengths(self.max_length, self.min_length, prefix="generation.")
+        _check_ngram(self.no_repeat_ngram_size, prefix="generation.")
         if self.strategy == "greedy" and self.num_return_sequences != 1:
             raise ValueError(
                 f"generation.num_return_sequences ({self.num_return_sequences}) needs generation.strategy=beam; "
@@ -130,6 +134,7 @@ def generate(
             batch_size=batch_size,
             cache=cache,
             min_length=config.min_length,
+            no_repeat_ngram_size=config.no_repeat_ngram_size,
             device=device,
         )
     return beam_search(
@@ -144,6 +149,7 @@ def generate(
         length_penalty=config.length_penalty,
         min_length=config.min_length,
         num_return_sequences=config.num_return_sequences,
+        no_repeat_ngram_size=config.no_repeat_ngram_size,
         device=device,
     )
 
@@ -159,6 +165,7 @@ def greedy_search(
     batch_size: int,
     cache: Any = None,
     min_length: int = 0,
+    no_repeat_ngram_size: int = 0,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Append the most likely token to every row until it emits EOS or `max_length` tokens exist.
@@ -168,6 +175,7 @@ def greedy_search(
             (their new tokens are `pad_id`) until every row is done.
         max_length: most generated tokens per row (EOS included).
         min_length: EOS is forbidden before this many tokens.
+        no_repeat_ngram_size: n > 0 forbids tokens that would repeat an n-gram of the row; 0: off.
         device: where the token tensors live (the model's device); default CPU.
 
     Returns:
@@ -175,6 +183,7 @@ def greedy_search(
         scores (B,): summed log-probabilities of each row's generated tokens (EOS included).
     """
     _check_lengths(max_length, min_length)
+    _check_ngram(no_repeat_ngram_size)
     _check_batch(batch_size)
     device = torch.device("cpu") if device is None else torch.device(device)
     prefix = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)  # (B, 1)
@@ -184,6 +193,7 @@ def greedy_search(
         log_probs = _log_probs(step(prefix, cache), batch_size, eos_id)  # (B, V)
         if t + 1 < min_length:
             log_probs[:, eos_id] = -math.inf
+        _ban_repeated_ngrams(log_probs, prefix[:, 1:], no_repeat_ngram_size)
         token_score, token = log_probs.max(dim=-1)  # (B,), (B,)
         token_score = token_score.masked_fill(finished, 0.0)
         scores = token_score if scores is None else scores + token_score
@@ -210,6 +220,7 @@ def beam_search(
     length_penalty: float = 1.0,
     min_length: int = 0,
     num_return_sequences: int = 1,
+    no_repeat_ngram_size: int = 0,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Beam search over ``N = batch_size * beam_size`` rows, vectorised over items and beams.
@@ -232,6 +243,7 @@ def beam_search(
         length_penalty: GNMT alpha; 0 ranks finished hypotheses by raw log-probability.
         min_length: EOS is forbidden before this many tokens.
         num_return_sequences: n best hypotheses to return per item (1..beam_size).
+        no_repeat_ngram_size: n > 0 forbids tokens that would repeat an n-gram of the hypothesis; 0: off.
         device: where the token tensors live (the model's device); default CPU.
 
     Returns:
@@ -240,6 +252,7 @@ def beam_search(
         log P / lp(length).
     """
     _check_lengths(max_length, min_length)
+    _check_ngram(no_repeat_ngram_size)
     _check_batch(batch_size)
     if beam_size < 1:
         raise ValueError(f"beam_size ({beam_size}) must be >= 1")
@@ -268,6 +281,7 @@ def beam_search(
             pool_scores = log_probs.new_full((B, K), -math.inf)
         if t + 1 < min_length:
             log_probs[:, eos_id] = -math.inf
+        _ban_repeated_ngrams(log_probs, prefix[:, 1:], no_repeat_ngram_size)
         candidates = (live_scores.view(N, 1) + log_probs).view(B, K * vocab)  # (B, K*V), beam-major
         # the top 2K hold at least K extensions that do not end in EOS (each beam has one EOS extension)
         top_scores, top_index = candidates.topk(min(2 * K, K * vocab), dim=1)  # (B, C), best first
@@ -354,6 +368,29 @@ def _check_lengths(max_length: int, min_length: int, prefix: str = "") -> None:
         raise ValueError(f"{prefix}max_length ({max_length}) must be >= 1 (generated tokens, EOS included)")
     if not 0 <= min_length <= max_length:
         raise ValueError(f"{prefix}min_length ({min_length}) must be in 0..{prefix}max_length ({max_length})")
+
+
+def _ban_repeated_ngrams(log_probs: Tensor, generated: Tensor, size: int) -> None:
+    """In place: -inf for each row's tokens that would complete an n-gram (n = size) the row already holds.
+
+    log_probs (N, V); generated (N, t) tokens so far, BOS excluded. size 0: nothing is banned.
+    """
+    length = generated.shape[1]
+    if size <= 0 or length < size:  # no complete n-gram yet
+        return
+    if size == 1:
+        log_probs.scatter_(1, generated, -math.inf)
+        return
+    ngrams = generated.unfold(1, size, 1)  # (N, W, n): every n-gram so far
+    tail = generated[:, length - size + 1 :]  # (N, n - 1): the n-gram the next token would complete
+    repeats = (ngrams[..., :-1] == tail[:, None, :]).all(dim=-1)  # (N, W)
+    banned = torch.zeros_like(log_probs).scatter_add_(1, ngrams[..., -1], repeats.to(log_probs.dtype))  # (N, V)
+    log_probs.masked_fill_(banned > 0, -math.inf)
+
+
+def _check_ngram(size: int, prefix: str = "") -> None:
+    if size < 0:
+        raise ValueError(f"{prefix}no_repeat_ngram_size ({size}) must be >= 0 (0: off)")
 
 
 def _check_batch(batch_size: int) -> None:
