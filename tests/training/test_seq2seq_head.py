@@ -23,6 +23,8 @@ DECODERS = {
     "gru_copy": partial(AttentiveGRUDecoder, score="additive"),
     "transformer_copy_read": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
     "gru_copy_read": partial(AttentiveGRUDecoder, score="additive"),
+    "transformer_copy_tracked": partial(TransformerDecoder, depth=2, num_heads=4, pos_encoding="sinusoidal"),
+    "gru_copy_read_tracked": partial(AttentiveGRUDecoder, score="additive"),
 }
 SOURCE = torch.randint(4, VOCAB, (3, 7), generator=torch.Generator().manual_seed(2))  # (B, S) ids a pointer copies
 
@@ -30,7 +32,8 @@ SOURCE = torch.randint(4, VOCAB, (3, 7), generator=torch.Generator().manual_seed
 def make_head(kind: str, **generation) -> Seq2SeqHead:
     torch.manual_seed(0)
     head = Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS[kind], generation=GenerationConfig(**generation),
-                       copy="_copy" in kind, selective_read=kind.endswith("_read"))
+                       copy="_copy" in kind, selective_read="_read" in kind,
+                       copy_continuation="tracked" if kind.endswith("_tracked") else "any")
     with torch.no_grad():  # a sharper output distribution than the init's, so ties never decide a search
         head.output_bias.normal_(0, 2.0)
         if head.copy:
@@ -188,3 +191,35 @@ def test_selective_read_feeds_the_mean_encoder_state_after_each_occurrence_of_th
             torch.testing.assert_close(inputs[b, t], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="copy=true"):
         Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS["transformer"], selective_read=True)
+
+
+def test_tracked_continuation_follows_the_occurrence_the_pointer_read_at_the_previous_step():
+    head = make_head("transformer_copy_tracked")
+    with torch.no_grad():
+        head.copy_gate.bias.fill_(-50.0)  # copy only: the output is the pointer's distribution
+        head.copy_follow.fill_(4.0)
+    memory_states, mask = memory()
+    decoder_states = torch.randn(3, 5, DIM, generator=torch.Generator().manual_seed(3))  # (B, T, D)
+    source = torch.tensor([[10, 11, 12, 11, 14, 11, 16]] * 3)  # 11 occurs three times (row 0 pads position 6)
+    fed = torch.tensor([[11, 11, 40, 14, 11]] * 3)  # (B, T)
+    probs = head.output_scores(decoder_states, memory_states, mask, source, previous_ids=fed).exp()  # (B, T, V)
+    raw = head.copy_query(decoder_states) @ head.copy_key(memory_states).transpose(1, 2) / DIM**0.5  # (B, T, S)
+    raw = raw.masked_fill(~mask[:, None, :], float("-inf"))
+    read = raw.softmax(-1)
+    for b in range(3):
+        for t in range(5):  # one step at a time: a_{t-1, j-1} on the positions after the fed token, normalised
+            bonus = torch.zeros(7)
+            for j in range(1, 7):
+                if t > 0 and source[b, j - 1] == fed[b, t]:
+                    bonus[j] = read[b, t - 1, j - 1]
+            bonus = bonus / bonus.sum() if bonus.sum() > 0 else bonus
+            attention = (raw[b, t] + 4.0 * bonus).softmax(-1)
+            expected = torch.zeros(VOCAB).index_add_(0, source[b], attention)
+            torch.testing.assert_close(probs[b, t], expected, rtol=1e-4, atol=1e-5)
+    # the bonus is split by where the pointer read, not evenly over the three positions after an 11
+    with torch.no_grad():
+        head.copy_continuation = "any"
+        even = head.output_scores(decoder_states, memory_states, mask, source, previous_ids=fed).exp()
+    assert not torch.allclose(even[:, 1], probs[:, 1], atol=1e-3)
+    with pytest.raises(ValueError, match="copy_continuation='last'"):
+        Seq2SeqHead(dim=DIM, vocab_size=VOCAB, decoder=DECODERS["transformer"], copy=True, copy_continuation="last")

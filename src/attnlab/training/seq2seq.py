@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,8 @@ from torchmetrics import MetricCollection
 from attnlab.backbones.generation import GenerationConfig, generate
 from attnlab.training.head import TaskHead
 from attnlab.training.text_metrics import build_text_metric
+
+Continuation = Literal["any", "tracked"]
 
 
 class Seq2SeqHead(TaskHead):
@@ -49,6 +51,11 @@ class Seq2SeqHead(TaskHead):
             The copy scores also get a learned bonus on source positions right after an occurrence of the
             token just emitted (a score-bias form of CopyNet's selective read, below), so once the first
             piece of a name is copied, the next pieces follow it in order.
+        copy_continuation: where that bonus goes. ``any``: every position right after an occurrence of the
+            emitted token, alike. ``tracked``: those positions weighted by where the pointer looked at the
+            previous step (its attention before the bonus, a_{t-1, j-1}, normalised over them): after a
+            frequent piece such as " the", the copy continues at the occurrence it was reading, not at all
+            of them (CopyNet weights its selective read by the previous copy probabilities the same way).
         selective_read: with ``copy``, also feed the decoder what follows the token it just read in the
             source (CopyNet's selective read, Gu et al. 2016): its input at step t adds a projection of the
             mean encoder state over source positions j with x_{j-1} = y_{t-1}. The decoder then knows which
@@ -70,6 +77,7 @@ class Seq2SeqHead(TaskHead):
         label_smoothing: float = 0.1,
         tie_source_embedding: bool = True,
         copy: bool = False,
+        copy_continuation: Continuation = "any",
         selective_read: bool = False,
         source_key: str = "source_tokens",
         pad_id: int = 0,
@@ -94,6 +102,9 @@ class Seq2SeqHead(TaskHead):
             self.copy_key = nn.Linear(dim, dim, bias=False)
             self.copy_gate = nn.Linear(2 * dim, 1)
             self.copy_follow = nn.Parameter(torch.zeros(()))  # bonus for continuing a copied span
+        if copy_continuation not in ("any", "tracked"):
+            raise ValueError(f"head.copy_continuation='{copy_continuation}' is unknown; choose any or tracked")
+        self.copy_continuation = copy_continuation
         if selective_read and not copy:
             raise ValueError("head.selective_read=true reads through the pointer's source ids: set head.copy=true too")
         self.selective_read = selective_read
@@ -150,20 +161,29 @@ class Seq2SeqHead(TaskHead):
         source_ids: Tensor | None,
         previous_ids: Tensor | None = None,
         copy_keys: Tensor | None = None,
+        previous_attention: Tensor | None = None,
     ) -> Tensor:
         """Decoder states (B, T, D) -> (B, T, V) scores: logits, or with ``copy`` the log-probabilities of the
         pointer-generator mixture (log_softmax leaves them unchanged, so the loss and the searches take
         either). ``previous_ids`` (B, T) are the tokens fed at each step (the continuation bonus);
-        ``copy_keys`` is `copy_key(memory)` when a search computed it once."""
+        ``copy_keys`` is `copy_key(memory)` when a search computed it once. ``previous_attention`` (B, T, S):
+        for ``copy_continuation=tracked``, the pointer's attention (`pointer_attention`) at the step before
+        each of the T steps; None derives it from the T states themselves (teacher forcing, full prefix)."""
         logits = self.logits(states)
         if not self.copy:
             return logits
         source_ids = self._checked_source(memory, source_ids)
         keys = self.copy_key(memory) if copy_keys is None else copy_keys  # (B, S, D)
-        scores = self.copy_query(states) @ keys.transpose(1, 2) / math.sqrt(self.dim)  # (B, T, S)
+        scores = self._pointer_scores(states, keys, memory_mask)  # (B, T, S) float, -inf off the source
         if previous_ids is not None:  # position j continues a copy if source j - 1 is the token just emitted
-            scores = scores + self.copy_follow * _follows(source_ids, previous_ids).to(scores.dtype)
-        scores = scores.float().masked_fill(~memory_mask[:, None, :], float("-inf"))
+            follows = _follows(source_ids, previous_ids)  # (B, T, S)
+            if self.copy_continuation == "any":
+                bonus = follows.float()
+            else:
+                if previous_attention is None:  # step t's previous step is t - 1 of the same states; step 0 has none
+                    previous_attention = F.pad(scores.softmax(-1)[:, :-1], (0, 0, 1, 0))
+                bonus = _tracked(previous_attention.float(), follows)
+            scores = scores + self.copy_follow * bonus
         attention = scores.softmax(-1)  # (B, T, S)
         context = attention.to(memory.dtype) @ memory  # (B, T, D)
         keep = torch.sigmoid(self.copy_gate(torch.cat([states, context], -1)).float())  # (B, T, 1) p_gen
@@ -171,6 +191,11 @@ class Seq2SeqHead(TaskHead):
         copied = torch.zeros_like(logits, dtype=torch.float32).scatter_add_(-1, index, attention)  # (B, T, V)
         probs = keep * logits.float().softmax(-1) + (1 - keep) * copied
         return probs.clamp_min(1e-10).log()
+
+    def _pointer_scores(self, states: Tensor, keys: Tensor, memory_mask: Tensor) -> Tensor:
+        """(B, T, D) states, (B, S, D) copy keys -> (B, T, S) float copy scores before any bonus, -inf off the source."""
+        scores = self.copy_query(states) @ keys.transpose(1, 2) / math.sqrt(self.dim)
+        return scores.float().masked_fill(~memory_mask[:, None, :], float("-inf"))
 
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
         """hidden (B, S, D) encoder states, mask (B, S) -> memory (+ teacher-forced scores (B, T, V))."""
@@ -214,19 +239,33 @@ class Seq2SeqHead(TaskHead):
         mask_rows = memory_mask.repeat_interleave(rows, 0)  # (B * rows, S)
         source_rows = None if source_ids is None else source_ids.repeat_interleave(rows, 0)  # (B * rows, S)
         copy_keys = self.copy_key(memory_rows) if self.copy else None  # fixed for the whole search
+        tracked = self.copy and self.copy_continuation == "tracked"
 
-        def scores(states: Tensor, prefix: Tensor) -> Tensor:
+        def scores(states: Tensor, prefix: Tensor, previous: Tensor | None) -> Tensor:
             last = states[:, -1:]  # (N, 1, D): the step that predicts the next token
-            return self.output_scores(last, memory_rows, mask_rows, source_rows, prefix[:, -1:], copy_keys)[:, 0]
+            return self.output_scores(
+                last, memory_rows, mask_rows, source_rows, prefix[:, -1:], copy_keys, previous
+            )[:, 0]
 
-        def cached_step(prefix: Tensor, cache: Any) -> Tensor:
+        def cached_step(prefix: Tensor, cache: _SearchCache) -> Tensor:
             inputs = self.decoder_inputs(prefix[:, -1:], memory_rows, mask_rows, source_rows)  # (N, 1, D)
-            states = self.decoder(inputs, memory_rows, memory_mask=mask_rows, cache=cache)
-            return scores(states, prefix)  # (N, V)
+            states = self.decoder(inputs, memory_rows, memory_mask=mask_rows, cache=cache.decoder)
+            previous = cache.pointer
+            if tracked:  # this step's pointer attention is the next step's "previous" (beam search reorders it)
+                cache.pointer = self._pointer_scores(states, copy_keys, mask_rows).softmax(-1)  # (N, 1, S)
+                if previous is None:  # the first step follows BOS: nothing was read before it
+                    previous = torch.zeros_like(cache.pointer)
+            return scores(states, prefix, previous)  # (N, V)
 
         def full_step(prefix: Tensor, cache: Any) -> Tensor:
             inputs = self.decoder_inputs(prefix, memory_rows, mask_rows, source_rows)  # (N, T, D)
-            return scores(self.decoder(inputs, memory_rows, memory_mask=mask_rows), prefix)  # (N, V)
+            states = self.decoder(inputs, memory_rows, memory_mask=mask_rows)
+            previous = None
+            if tracked:
+                previous = torch.zeros(states.shape[0], 1, memory_rows.shape[1], device=states.device)
+                if states.shape[1] > 1:
+                    previous = self._pointer_scores(states[:, -2:-1], copy_keys, mask_rows).softmax(-1)  # (N, 1, S)
+            return scores(states, prefix, previous)  # (N, V)
 
         return generate(
             cached_step if use_cache else full_step,
@@ -235,7 +274,7 @@ class Seq2SeqHead(TaskHead):
             eos_id=self.eos_id,
             pad_id=self.pad_id,
             batch_size=memory.shape[0],
-            cache=self.decoder.new_cache() if use_cache else None,
+            cache=_SearchCache(self.decoder.new_cache()) if use_cache else None,
             device=memory.device,
         )
 
@@ -287,6 +326,28 @@ class Seq2SeqHead(TaskHead):
                 "ids": [i for i in ids if i != self.pad_id],
             })
         return records
+
+
+class _SearchCache:
+    """What a cached search carries between steps: the decoder's KV / hidden-state cache and, for
+    ``copy_continuation=tracked``, the pointer's last attention (N, 1, S); beam search reorders both."""
+
+    def __init__(self, decoder_cache: Any) -> None:
+        self.decoder, self.pointer = decoder_cache, None
+
+    def reorder(self, indices: Tensor) -> None:
+        self.decoder.reorder(indices)
+        if self.pointer is not None:
+            self.pointer = self.pointer.index_select(0, indices)
+
+
+def _tracked(previous_attention: Tensor, follows: Tensor) -> Tensor:
+    """(B, T, S) pointer attention of the step before each step, (B, T, S) bool `_follows` -> (B, T, S) bonus
+    weights: a_{t-1, j-1} on the positions that follow the emitted token, normalised to sum 1 over them
+    (all zero where none follows or the previous step read none of them)."""
+    shifted = F.pad(previous_attention[..., :-1], (1, 0))  # (B, T, S): position j gets a_{t-1, j-1}
+    weights = shifted * follows
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 def _follows(source_ids: Tensor, previous_ids: Tensor) -> Tensor:
