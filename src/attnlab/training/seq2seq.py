@@ -167,7 +167,7 @@ class Seq2SeqHead(TaskHead):
         pointer-generator mixture (log_softmax leaves them unchanged, so the loss and the searches take
         either). ``previous_ids`` (B, T) are the tokens fed at each step (the continuation bonus);
         ``copy_keys`` is `copy_key(memory)` when a search computed it once. ``previous_attention`` (B, T, S):
-        for ``copy_continuation=tracked``, the pointer's attention (`pointer_attention`) at the step before
+        for ``copy_continuation=tracked``, the pointer's attention (softmax of `_pointer_scores`) at the step before
         each of the T steps; None derives it from the T states themselves (teacher forcing, full prefix)."""
         logits = self.logits(states)
         if not self.copy:
