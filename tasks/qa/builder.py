@@ -21,12 +21,16 @@ occurs exactly once in the object's room trail (consecutive distinct rooms, as t
 and not first, the answer being the room before it. The extra statements needed to make a question
 askable are added before it.
 
-Schema (SQuAD v1.1, as the hub's ``squad``) plus ``babi_task``: one row per question; ``context`` is
+Schema (SQuAD v1.1, as the hub's ``squad``) plus ``babi_task`` and ``support_spans``: one row per question; ``context`` is
 the story up to that question (sentences joined by single spaces, no line numbers); ``answers`` holds
 one location word whose ``answer_start`` is its character offset in the supporting fact, the sentence
 that establishes the answer: task 1 the actor's most recent move, task 2 the move that put the
 holder (or the dropper, at the drop) in that room, task 3 the move that put the carrier in the earlier
-room before it carried the object on to ``X``.
+room before it carried the object on to ``X``. ``support_spans`` ({start: [...], end: [...]}, character
+spans in the context) are bAbI's supporting facts, the sentences the answer follows from: task 1 the
+move; task 2 the object's latest pick-up or drop and the move above; task 3 the carrier's pick-up,
+the move above and the carrier's move into ``X``. Models may train on them as strong supervision
+(Weston et al. 2015's strongly supervised setting; `data.support_column`).
 
 Splits: ``size`` "10k" (bAbI en-10k) gives 10,000 training questions per task, "1k" gives 1,000;
 validation 10% of that, test 1,000 per task. Each (split, task) draws its stories from its own
@@ -66,6 +70,7 @@ FEATURES = Features(
         "question": Value("string"),
         "answers": HFSequence({"text": Value("string"), "answer_start": Value("int32")}),
         "babi_task": Value("int32"),
+        "support_spans": HFSequence({"start": Value("int32"), "end": Value("int32")}),
     }
 )
 
@@ -76,6 +81,7 @@ class Question:
     text: str
     answer: str
     support: int  # index of the sentence ending "the <answer>." that establishes the answer
+    supports: tuple[int, ...]  # every supporting fact (bAbI's line ids), in story order, ``support`` among them
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,12 @@ class Story:
         offset = sum(len(s) + 1 for s in self.sentences[: question.support])
         return offset + len(self.sentences[question.support]) - len(question.answer) - 1
 
+    def support_spans(self, question: Question) -> dict[str, list[int]]:
+        """Character spans (start, end) of the question's supporting sentences in its context."""
+        starts = [sum(len(s) + 1 for s in self.sentences[:index]) for index in question.supports]
+        ends = [start + len(self.sentences[index]) for start, index in zip(starts, question.supports, strict=True)]
+        return {"start": starts, "end": ends}
+
 
 class _World:
     """Ground truth of one story, plus what the text reveals so far."""
@@ -105,7 +117,10 @@ class _World:
         self.object_room = {o: rng.choice(LOCATIONS) for o in OBJECTS}  # hidden until first picked up
         self.holder: dict[str, str | None] = {o: None for o in OBJECTS}
         self.drop_support: dict[str, int] = {}  # object -> move that put its dropper in the drop room
-        self.trail: dict[str, list[list]] = {o: [] for o in OBJECTS}  # [room, supporting move index]
+        self.last_event: dict[str, int] = {}  # object -> its latest pick-up or drop
+        self.last_pickup: dict[str, int] = {}  # object -> its latest pick-up
+        # per object, the rooms it has been in: [room, supporting move, move that carried it in, that carrier's pick-up]
+        self.trail: dict[str, list[list]] = {o: [] for o in OBJECTS}
 
     # statements -------------------------------------------------------------------------------------
     def move(self, actor: str, room: str) -> None:
@@ -114,7 +129,7 @@ class _World:
         for obj in OBJECTS:
             if self.holder[obj] == actor:
                 self.trail[obj][-1][1] = self.last_move[actor]  # the carrier's move into the room it leaves
-                self.trail[obj].append([room, index])
+                self.trail[obj].append([room, index, index, self.last_pickup[obj]])
                 self.object_room[obj] = room
         self.actor_room[actor] = room
         self.last_move[actor] = index
@@ -122,13 +137,15 @@ class _World:
     def pick_up(self, actor: str, obj: str) -> None:
         room = self.actor_room[actor]
         assert room is not None and self.holder[obj] is None and self.object_room[obj] == room
+        self.last_event[obj] = self.last_pickup[obj] = len(self.sentences)
         self.sentences.append(f"{actor} {self.rng.choice(PICK_VERBS)} the {obj} there.")
         self.holder[obj] = actor
         if not self.trail[obj]:
-            self.trail[obj].append([room, self.last_move[actor]])
+            self.trail[obj].append([room, self.last_move[actor], None, self.last_pickup[obj]])
 
     def drop(self, actor: str, obj: str) -> None:
         assert self.holder[obj] == actor
+        self.last_event[obj] = len(self.sentences)
         self.sentences.append(f"{actor} {self.rng.choice(DROP_VERBS)} the {obj}.")
         self.holder[obj] = None
         self.drop_support[obj] = self.last_move[actor]
@@ -170,7 +187,7 @@ class _World:
         position = len(self.sentences)
         if self.task == 1:
             return [
-                Question(position, f"Where is {a}?", self.actor_room[a], self.last_move[a])
+                Question(position, f"Where is {a}?", self.actor_room[a], self.last_move[a], (self.last_move[a],))
                 for a in ACTORS
                 if self.actor_room[a] is not None
             ]
@@ -181,16 +198,19 @@ class _World:
                     continue
                 holder = self.holder[obj]
                 support = self.last_move[holder] if holder is not None else self.drop_support[obj]
-                out.append(Question(position, f"Where is the {obj}?", self.object_room[obj], support))
+                supports = tuple(sorted((self.last_event[obj], support)))
+                out.append(Question(position, f"Where is the {obj}?", self.object_room[obj], support, supports))
             return out
         out = []
         for obj in OBJECTS:
-            rooms = [room for room, _ in self.trail[obj]]
+            rooms = [entry[0] for entry in self.trail[obj]]
             for i in range(1, len(rooms)):
                 if rooms.count(rooms[i]) == 1:
-                    room, support = self.trail[obj][i - 1]
+                    room, support = self.trail[obj][i - 1][:2]
+                    _, _, carried_in, pickup = self.trail[obj][i]
                     text = f"Where was the {obj} before the {rooms[i]}?"
-                    out.append(Question(position, text, room, support))
+                    supports = tuple(sorted({pickup, support, carried_in}))
+                    out.append(Question(position, text, room, support, supports))
         return out
 
 
@@ -229,6 +249,7 @@ def story_rows(story: Story, *, id_prefix: str) -> list[dict]:
                 "question": question.text,
                 "answers": {"text": [question.answer], "answer_start": [story.answer_start(question)]},
                 "babi_task": story.task,
+                "support_spans": story.support_spans(question),
             }
         )
     return rows

@@ -45,6 +45,7 @@ class Window:
     offsets: list[tuple[int, int]]  # per context token of the window, its span in the context
     start: int  # answer start position in input_ids, 0 ([CLS]) when the answer is not in this window
     end: int
+    support: list[bool] | None = None  # per context token of the window: inside a supporting fact
 
 
 @dataclass
@@ -87,6 +88,9 @@ class QADataModule(TokenizedSplits, HFDataModule):
         babi_tasks / size / test_size / builder_seed: the offline bAbI builder (tasks 1-3, "10k" or "1k"
             training questions per task, or a number for tiny test builds; test questions per task).
         group_column: integer column whose values get their own metrics (``babi_task``); None: none.
+        support_column: column of supporting-fact character spans ({start: [...], end: [...]}, the
+            builder's ``support_spans``); batches then carry per-token ``support_labels`` for a head
+            trained with strong supervision. Splits without the column get none. None: not read.
         vocab_size / tokenizer_model: the tokenizer trained on the training split.
         max_question_len: question tokens kept (longer questions are cut, and counted in the log).
         max_length: tokens per feature, question region included.
@@ -109,6 +113,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
         test_size: int = 1000,
         builder_seed: int = 0,
         group_column: str | None = "babi_task",
+        support_column: str | None = None,
         vocab_size: int = 1000,
         tokenizer_model: Literal["bpe", "unigram"] = "bpe",
         max_question_len: int = 16,
@@ -121,7 +126,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
         super().__init__(**kwargs)
         self.babi_tasks, self.size, self.builder_seed = [int(t) for t in babi_tasks], size, builder_seed
         self.test_size = test_size
-        self.group_column = group_column
+        self.group_column, self.support_column = group_column, support_column
         self.vocab_size, self.tokenizer_model = vocab_size, tokenizer_model
         self.max_question_len, self.max_length, self.doc_stride = max_question_len, max_length, doc_stride
         if max_question_len < 1:
@@ -151,7 +156,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
 
     # ---- builder ------------------------------------------------------------------------------
     def builder_params(self) -> dict[str, Any]:
-        return {"builder": "babi", "version": 1, "tasks": sorted(self.babi_tasks), "size": self.size,
+        return {"builder": "babi", "version": 2, "tasks": sorted(self.babi_tasks), "size": self.size,
                 "test_size": self.test_size, "seed": self.builder_seed}
 
     def build(self) -> DatasetDict:
@@ -169,6 +174,12 @@ class QADataModule(TokenizedSplits, HFDataModule):
                         f"(it has {split.column_names}); set data.group_column=null (e.g. for SQuAD) and "
                         "model.tasks.qa.head.groups=null"
                     )
+        if self.support_column is not None and "train" in dataset and self.support_column not in dataset["train"].column_names:
+            raise ValueError(
+                f"data.support_column={self.support_column} is not a column of the training split in {self.origin} "
+                f"(it has {dataset['train'].column_names}); set data.support_column=null and "
+                "model.tasks.qa.head.support_weight=0 to train without supporting facts"
+            )
         if self.max_validation_items is not None and "validation" in dataset:
             validation = dataset["validation"]
             keep = min(len(validation), self.max_validation_items)
@@ -194,6 +205,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
         answers = split["answers"] if "answers" in split.column_names else [None] * len(split)
         ids = split["id"] if "id" in split.column_names else [str(i) for i in range(len(split))]
         groups = split[self.group_column] if self.group_column in split.column_names else [None] * len(split)
+        supports = split[self.support_column] if self.support_column in split.column_names else [None] * len(split)
         for row, context in enumerate(contexts):
             if not context or not context.strip():
                 raise ValueError(
@@ -217,10 +229,11 @@ class QADataModule(TokenizedSplits, HFDataModule):
             token_ids, offsets = encoded_contexts[row]
             token_span = None if span is None else _token_span(offsets, *span, row=row, row_id=ids[row], split=name)
             group = groups[row]
+            support = None if supports[row] is None else _support_flags(offsets, supports[row])
             items.append(Question(
                 row=row, id=str(ids[row]), context=contexts[row], question=questions[row], answers=references,
                 group=None if group is None else int(group),
-                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span),
+                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span, support),
             ))
         return QuestionWindows(items)
 
@@ -252,6 +265,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
         context_ids: list[int],
         offsets: list[tuple[int, int]],
         token_span: tuple[int, int] | None,
+        support: list[bool] | None = None,
     ) -> list[Window]:
         tokenizer = self.tokenizer
         assert tokenizer is not None
@@ -264,7 +278,8 @@ class QADataModule(TokenizedSplits, HFDataModule):
             start = end = 0
             if token_span is not None and first <= token_span[0] and token_span[1] < last:
                 start, end = (self.question_slots + t - first for t in token_span)
-            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end))
+            window_support = None if support is None else support[first:last]
+            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end, window_support))
             if last >= len(context_ids):
                 return windows
             first += self.doc_stride
@@ -285,7 +300,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
         question_mask = torch.zeros_like(context_mask)
         question_mask[:, 1 : self.question_slots - 1] = input_ids[:, 1 : self.question_slots - 1] != 0
         groups = [q.group for q in questions]
-        return {
+        batch = {
             "index": torch.tensor([item["index"] for item in items]),  # (B,) first: the logged batch size
             "input_ids": input_ids,
             "segments": segments,
@@ -302,6 +317,19 @@ class QADataModule(TokenizedSplits, HFDataModule):
             "answers": [q.answers for q in questions],
             "groups": None if any(g is None for g in groups) else torch.tensor(groups),  # (B,) | None
         }
+        if all(window.support is not None for _, window in windows):
+            support_labels = torch.zeros(len(windows), width)  # (F, N): 1 on context tokens of supporting facts
+            for f, (_, window) in enumerate(windows):
+                flags = torch.tensor(window.support, dtype=torch.float32)
+                support_labels[f, self.question_slots : self.question_slots + len(flags)] = flags
+            batch["support_labels"] = support_labels
+        return batch
+
+
+def _support_flags(offsets: list[tuple[int, int]], spans: dict[str, list[int]]) -> list[bool]:
+    """Per context token: does it overlap one of the character spans ``{start: [...], end: [...]}``?"""
+    pairs = list(zip(spans["start"], spans["end"], strict=True))
+    return [end > start and any(start < b and end > a for a, b in pairs) for start, end in offsets]
 
 
 def _token_span(

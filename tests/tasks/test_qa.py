@@ -85,6 +85,63 @@ def test_windows_cover_long_contexts_and_recover_spans_across_window_borders(tmp
     assert all(q.context[a["answer_start"] :].startswith(a["text"]) for a, q in zip(answers, questions))
 
 
+def test_support_labels_mark_exactly_the_supporting_facts_tokens(data_dir):
+    data = QADataModule(source="builder", data_dir=str(data_dir), babi_tasks=[2, 3], size=12, test_size=2,
+                        support_column="support_spans", vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
+    data.setup("fit")
+    raw = data.raw_splits["train"]
+    items = [data.splits["train"][i] for i in range(len(raw))]
+    batch = data.collate(items)
+    assert batch["support_labels"].shape == batch["input_ids"].shape
+    assert not batch["support_labels"][~batch["context_mask"]].any()  # never on the question region or padding
+    feature = 0
+    windowed = 0
+    for item, spans in zip(items, raw["support_spans"], strict=True):
+        question = item["question"]
+        windowed += len(question.windows) > 1
+        pairs = list(zip(spans["start"], spans["end"], strict=True))
+        assert all(question.context[a:b].endswith(".") for a, b in pairs)
+        for window in question.windows:
+            labels = batch["support_labels"][feature, data.question_slots : data.question_slots + len(window.offsets)]
+            tagged = "".join(question.context[a:b] for (a, b), flag in zip(window.offsets, labels.tolist(), strict=True)
+                             if flag)
+            # the tagged tokens spell the supporting sentences inside this window, and nothing else
+            inside = "".join(question.context[a:b] for (a, b) in window.offsets
+                             if any(start <= a < end for start, end in pairs))
+            assert tagged.replace(" ", "") == inside.replace(" ", "")
+            feature += 1
+    assert windowed > 0, "task-3 contexts should exceed the 78-token window here"
+    # a split without the column gets no labels; a training split without it is an error naming the key
+    plain = QADataModule(source="builder", data_dir=str(data_dir), babi_tasks=[1], size=6, test_size=2,
+                         vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
+    plain.setup("fit")
+    assert "support_labels" not in plain.collate([plain.splits["train"][0]])
+    missing = QADataModule(source="builder", data_dir=str(data_dir), babi_tasks=[1], size=6, test_size=2,
+                           support_column="facts", vocab_size=300, max_length=96, doc_stride=40)
+    with pytest.raises(ValueError, match="data.support_column=facts"):
+        missing.setup("fit")
+
+
+def test_support_loss_adds_the_weighted_tagging_cross_entropy(tmp_path):
+    data = disk_module(squad_like(tmp_path / "squad", squad_rows(4)))
+    batch = data.collate([data.splits["train"][i] for i in range(4)])
+    generator = torch.Generator().manual_seed(0)
+    batch["support_labels"] = (torch.rand(batch["input_ids"].shape, generator=generator) > 0.7).float()
+    torch.manual_seed(0)
+    plain, tagged = SpanHead(dim=8), SpanHead(dim=8, support_weight=2.0)
+    tagged.span.load_state_dict(plain.span.state_dict())
+    hidden = torch.randn(*batch["input_ids"].shape, 8)
+    outputs = tagged(hidden, None, batch)
+    logits, labels = outputs["support_logits"].double(), batch["support_labels"].double()
+    context = batch["context_mask"]
+    probs = logits.sigmoid()
+    expected = -(labels * probs.log() + (1 - labels) * (1 - probs).log())[context].mean()
+    span_only = plain.loss(plain(hidden, None, batch), batch)
+    torch.testing.assert_close(tagged.loss(outputs, batch).double(), span_only.double() + 2.0 * expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="support_weight"):
+        SpanHead(dim=8, support_weight=-1.0)
+
+
 def test_span_decoding_stays_valid_on_random_scores():
     generator = torch.Generator().manual_seed(0)
     for trial in range(200):

@@ -2,7 +2,8 @@
 
 The solver here reads only the context text (regexes for moves, pick-ups and drops), rebuilds the
 world from it, checks that every statement is possible in that world, and answers each question; it
-must agree with the builder on the answer and on the supporting sentence the span points into.
+must agree with the builder on the answer, on the supporting sentence the span points into and on
+every supporting fact.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ def last_move_before(sentences, actor: str, end: int) -> int:
     raise AssertionError(f"{actor} acts before any move states where they are")
 
 
-def solve(context: str, question: str) -> tuple[str, int]:
-    """(answer, offset of the answer word in its supporting sentence) from the text alone."""
+def solve(context: str, question: str) -> tuple[str, int, list[int]]:
+    """(answer, offset of the answer word in its supporting sentence, supporting sentences in order) from
+    the text alone."""
     sentences = parse(context)
     room: dict[str, str] = {}  # actor -> room
     holder: dict[str, str | None] = {}  # object -> actor or None (dropped); absent: never seen
@@ -110,23 +112,25 @@ def solve(context: str, question: str) -> tuple[str, int]:
         i = rooms.index(later)
         _, entry, carrier = trail[obj][i]  # the carrier moved it from rooms[i-1] into `later` at `entry`
         support = last_move_before(sentences, carrier, entry)
-        return rooms[i - 1], word_at(support, rooms[i - 1])
+        pickup = max(j for j in range(entry) if sentences[j][2][0] == "pick" and sentences[j][2][2] == obj)
+        assert sentences[pickup][2][1] == carrier
+        return rooms[i - 1], word_at(support, rooms[i - 1]), sorted({pickup, support, entry})
     if m := Q2.match(question):
         obj = m[1]
         assert obj in holder, f"{obj} never picked up: its room is unknown"
+        event = max(i for i, (_, _, e) in enumerate(sentences) if e[0] != "move" and e[2] == obj)
         if holder[obj] is not None:
             support = last_move_before(sentences, holder[obj], len(sentences))
             answer = room[holder[obj]]
         else:
-            drop = max(i for i, (_, _, e) in enumerate(sentences) if e[0] == "drop" and e[2] == obj)
-            support = last_move_before(sentences, sentences[drop][2][1], drop)
+            support = last_move_before(sentences, sentences[event][2][1], event)
             answer = dropped_at[obj]
-        return answer, word_at(support, answer)
+        return answer, word_at(support, answer), sorted({event, support})
     if m := Q1.match(question):
         actor = m[1]
         assert actor in ACTORS and actor in room, f"{actor}'s room is unknown"
         support = last_move_before(sentences, actor, len(sentences))
-        return room[actor], word_at(support, room[actor])
+        return room[actor], word_at(support, room[actor]), [support]
     raise AssertionError(f"unparsed question {question!r}")
 
 
@@ -139,6 +143,7 @@ def test_schema_sizes_and_ids(dataset, rows):
             "question": Value("string"),
             "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")}),
             "babi_task": Value("int32"),
+            "support_spans": Sequence({"start": Value("int32"), "end": Value("int32")}),
         }
     )
     assert FEATURES == expected
@@ -146,7 +151,7 @@ def test_schema_sizes_and_ids(dataset, rows):
     ids = []
     for split, split_rows in rows.items():
         assert dataset[split].features == expected
-        assert dataset[split].column_names == ["id", "title", "context", "question", "answers", "babi_task"]
+        assert dataset[split].column_names == ["id", "title", "context", "question", "answers", "babi_task", "support_spans"]
         per_task = defaultdict(int)
         for row in split_rows:
             per_task[row["babi_task"]] += 1
@@ -194,15 +199,19 @@ def test_spans_point_at_whole_words(rows):
 def test_answers_resolved_from_text(rows):
     for split, split_rows in rows.items():
         for row in split_rows:
-            answer, start = solve(row["context"], row["question"])
+            answer, start, supports = solve(row["context"], row["question"])
             assert row["answers"]["text"] == [answer], (split, row["id"])
             assert row["answers"]["answer_start"] == [start], (split, row["id"])
+            sentences = parse(row["context"])
+            expected = {"start": [sentences[i][1] for i in supports],
+                        "end": [sentences[i][1] + len(sentences[i][0]) for i in supports]}
+            assert row["support_spans"] == expected, (split, row["id"])
 
 
 def test_solver_catches_errors():
     context = "Mary went to the kitchen. Mary got the milk there. Mary moved to the office."
-    assert solve(context, "Where is the milk?") == ("office", context.index("office"))
-    assert solve(context, "Where was the milk before the office?") == ("kitchen", context.index("kitchen"))
+    assert solve(context, "Where is the milk?") == ("office", context.index("office"), [1, 2])
+    assert solve(context, "Where was the milk before the office?") == ("kitchen", context.index("kitchen"), [0, 1, 2])
     with pytest.raises(AssertionError):
         solve("John got the milk there.", "Where is the milk?")  # John's room unknown
     with pytest.raises(AssertionError):

@@ -10,6 +10,7 @@ Batch contract (what the QA datamodule's collate gives; F features = context win
     feature_example (F,) long               the question (0..B-1) each window belongs to
     offsets list[F] of [(start, end), ...]  character span of each context token of a window
     index (B,) long, ids, contexts, answers (list of reference texts per question), groups (B,) | None
+    support_labels (F, N) float, optional   1 on context tokens of supporting facts (strong supervision)
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ class SpanHead(TaskHead):
         groups: group values with their own metrics (e.g. bAbI tasks [1, 2, 3] -> exact_match_task1 ...);
             None: overall metrics only.
         group_prefix: name part before the group value in those metric names.
+        support_weight: weight of the strong-supervision loss: a linear layer tags every context token
+            as inside a supporting fact or not (binary cross-entropy against the batch's
+            ``support_labels``); 0: no such layer.
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class SpanHead(TaskHead):
         num_heads: int = 4,
         groups: list[int] | None = None,
         group_prefix: str = "task",
+        support_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if interaction not in ("none", "bidaf"):
@@ -152,9 +157,15 @@ class SpanHead(TaskHead):
             # no positions here: the encoder has positioned its tokens already
             self.no_positions = build_positional_encoding("none", dim=dim, num_heads=num_heads, max_len=1)
         self.span = nn.Linear(dim, 2)
+        if support_weight < 0:
+            raise ValueError(f"support_weight={support_weight} must be >= 0")
+        self.support_weight = support_weight
+        self.support = nn.Linear(dim, 1) if support_weight > 0 else None
 
     def forward(self, hidden: Tensor, mask: Tensor | None, batch: dict[str, Any]) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
+        if self.support is not None:
+            outputs["support_logits"] = self.support(hidden).squeeze(-1).float()  # (F, N)
         if self.interaction == "bidaf":
             hidden, outputs["question_to_context"] = self.attention_flow(hidden, mask, batch)  # (F, N, D), (F, N)
         logits = self.span(hidden).float()  # (F, N, 2)
@@ -178,7 +189,19 @@ class SpanHead(TaskHead):
             F.cross_entropy(outputs[f"{side}_logits"].masked_fill(~allowed, float("-inf")), batch[f"{side}_positions"])
             for side in ("start", "end")
         ]
-        return (losses[0] + losses[1]) / 2
+        loss = (losses[0] + losses[1]) / 2
+        if self.support is not None and self.training and "support_labels" not in batch:
+            raise ValueError(
+                f"support_weight={self.support_weight} trains on supporting facts, but the training batch has no "
+                "support_labels; set data.support_column (e.g. support_spans) or support_weight=0"
+            )
+        if self.support is not None and "support_labels" in batch:
+            context = batch["context_mask"]
+            tagging = F.binary_cross_entropy_with_logits(
+                outputs["support_logits"][context], batch["support_labels"][context].to(outputs["support_logits"].dtype)
+            )
+            loss = loss + self.support_weight * tagging
+        return loss
 
     def decode(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> list[dict[str, Any]]:
         """Per question: the best span over its windows as text, character start and score."""
