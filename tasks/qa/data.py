@@ -229,7 +229,10 @@ class QADataModule(TokenizedSplits, HFDataModule):
             token_ids, offsets = encoded_contexts[row]
             token_span = None if span is None else _token_span(offsets, *span, row=row, row_id=ids[row], split=name)
             group = groups[row]
-            support = None if supports[row] is None else _support_flags(offsets, supports[row])
+            support = None
+            if supports[row] is not None:
+                pairs = self._support_spans(supports[row], contexts[row], row=row, row_id=ids[row], split=name)
+                support = _support_flags(offsets, pairs)
             items.append(Question(
                 row=row, id=str(ids[row]), context=contexts[row], question=questions[row], answers=references,
                 group=None if group is None else int(group),
@@ -258,6 +261,20 @@ class QADataModule(TokenizedSplits, HFDataModule):
                 f"answer_start={start} of its context ({hint}); fix answer_start or drop the row"
             )
         return texts, (start, start + len(text))
+
+    def _support_spans(
+        self, spans: dict[str, list[int]], context: str, *, row: int, row_id: str, split: str
+    ) -> list[tuple[int, int]]:
+        """The (start, end) character spans of one row's supporting facts, checked against its context."""
+        starts, ends = list(spans.get("start") or []), list(spans.get("end") or [])
+        bad = len(starts) != len(ends) or any(not 0 <= a < b <= len(context) for a, b in zip(starts, ends))
+        if bad:
+            raise ValueError(
+                f"row {row} (id {row_id}) of split '{split}' in {self.origin}: {self.support_column} "
+                f"{{start: {starts}, end: {ends}}} must pair each start with an end, 0 <= start < end <= "
+                f"{len(context)} (the context's length); fix the spans or drop the row"
+            )
+        return list(zip(starts, ends, strict=True))
 
     def _windows(
         self,
@@ -326,9 +343,8 @@ class QADataModule(TokenizedSplits, HFDataModule):
         return batch
 
 
-def _support_flags(offsets: list[tuple[int, int]], spans: dict[str, list[int]]) -> list[bool]:
-    """Per context token: does it overlap one of the character spans ``{start: [...], end: [...]}``?"""
-    pairs = list(zip(spans["start"], spans["end"], strict=True))
+def _support_flags(offsets: list[tuple[int, int]], pairs: list[tuple[int, int]]) -> list[bool]:
+    """Per context token: does it overlap one of the character spans ``pairs`` [(start, end), ...]?"""
     return [end > start and any(start < b and end > a for a, b in pairs) for start, end in offsets]
 
 

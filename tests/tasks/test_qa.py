@@ -41,11 +41,12 @@ def squad_like(path: Path, rows: list[dict], *, splits: tuple[str, ...] = ("trai
     return path
 
 
-def disk_module(path: Path, **overrides) -> QADataModule:
+def disk_module(path: Path, *, defer_setup: bool = False, **overrides) -> QADataModule:
     settings = {"source": "disk", "path": str(path), "group_column": None, "vocab_size": 300, "max_question_len": 8,
                 "max_length": 40, "doc_stride": 10, "batch_size": 4, **overrides}
     data = QADataModule(**settings)
-    data.setup("fit")
+    if not defer_setup:
+        data.setup("fit")
     return data
 
 
@@ -85,7 +86,7 @@ def test_windows_cover_long_contexts_and_recover_spans_across_window_borders(tmp
     assert all(q.context[a["answer_start"] :].startswith(a["text"]) for a, q in zip(answers, questions))
 
 
-def test_support_labels_mark_exactly_the_supporting_facts_tokens(data_dir):
+def test_support_labels_mark_exactly_the_supporting_facts_tokens(data_dir, tmp_path):
     data = QADataModule(source="builder", data_dir=str(data_dir), babi_tasks=[2, 3], size=12, test_size=2,
                         support_column="support_spans", vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
     data.setup("fit")
@@ -116,6 +117,12 @@ def test_support_labels_mark_exactly_the_supporting_facts_tokens(data_dir):
                          vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
     plain.setup("fit")
     assert "support_labels" not in plain.collate([plain.splits["train"][0]])
+    rows = data.raw_splits["train"].to_list()
+    rows[2]["support_spans"] = {"start": [5], "end": [len(rows[2]["context"]) + 1]}
+    bad = disk_module(squad_like(tmp_path / "bad_support", rows), support_column="support_spans", max_length=96,
+                      doc_stride=40, defer_setup=True)
+    with pytest.raises(ValueError, match=r"row 2 \(id babi2-train-s00000-q2\) of split 'train'.*support_spans"):
+        bad.setup("fit")
     missing = QADataModule(source="builder", data_dir=str(data_dir), babi_tasks=[1], size=6, test_size=2,
                            support_column="facts", vocab_size=300, max_length=96, doc_stride=40)
     with pytest.raises(ValueError, match="data.support_column=facts"):
@@ -227,8 +234,8 @@ def test_question_region_is_the_sliding_window_global_prefix(train_cfg):
 @pytest.mark.parametrize(
     "variant",
     [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=8"],
-     ["backbone.pos_encoding=none"]],
-    ids=["full_rope", "bidaf", "sliding_window", "sinusoidal"],
+     ["backbone.pos_encoding=none"], ["data.support_column=support_spans", "model.tasks.qa.head.support_weight=1.0"]],
+    ids=["full_rope", "bidaf", "sliding_window", "sinusoidal", "strong_supervision"],
 )
 def test_fast_dev_run(train_cfg, variant):
     cfg = train_cfg(*TINY_TASK["qa"], *variant, "debug=fdr")
