@@ -343,16 +343,22 @@ class QADataModule(TokenizedSplits, HFDataModule):
         return batch
 
 
+def _overlaps(token: tuple[int, int], char_start: int, char_end: int) -> bool:
+    """Does a (non-blank) token's character span overlap characters [char_start, char_end)?"""
+    start, end = token
+    return end > start and start < char_end and end > char_start
+
+
 def _support_flags(offsets: list[tuple[int, int]], pairs: list[tuple[int, int]]) -> list[bool]:
     """Per context token: does it overlap one of the character spans ``pairs`` [(start, end), ...]?"""
-    return [end > start and any(start < b and end > a for a, b in pairs) for start, end in offsets]
+    return [any(_overlaps(token, a, b) for a, b in pairs) for token in offsets]
 
 
 def _token_span(
     offsets: list[tuple[int, int]], char_start: int, char_end: int, *, row: int, row_id: str, split: str
 ) -> tuple[int, int]:
     """First and last token overlapping characters [char_start, char_end)."""
-    covering = [t for t, (start, end) in enumerate(offsets) if end > start and start < char_end and end > char_start]
+    covering = [t for t, token in enumerate(offsets) if _overlaps(token, char_start, char_end)]
     if not covering:
         raise ValueError(
             f"row {row} (id {row_id}) of split '{split}': no token covers the answer's characters "

@@ -197,9 +197,7 @@ class SpanHead(TaskHead):
             )
         if self.support is not None and "support_labels" in batch:
             context = batch["context_mask"]
-            tagging = F.binary_cross_entropy_with_logits(
-                outputs["support_logits"][context], batch["support_labels"][context].to(outputs["support_logits"].dtype)
-            )
+            tagging = F.binary_cross_entropy_with_logits(outputs["support_logits"][context], batch["support_labels"][context])
             loss = loss + self.support_weight * tagging
         return loss
 
