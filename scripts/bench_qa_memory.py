@@ -3,7 +3,9 @@
     python scripts/bench_qa_memory.py                      # n = 4,096 tokens, w = 256, default task config
     python scripts/bench_qa_memory.py --length 8192 --json bench/qa_memory_8k.json
 
-The model is the one `python train.py task=qa` builds (backbone, adapter, span head), with only the
+The model is the one `python train.py task=qa model.tasks.qa.route=null` builds (backbone, adapter, span
+head; the token route, where every context token goes through the encoder: the default sentence-memory
+route puts one slot per sentence there, so its attention is over far fewer positions), with only the
 attention swapped: full attention through SDPA's default kernel (flash on CPU and CUDA: O(n) memory, it
 never stores the n x n scores), through SDPA's math kernel and through the explicit reference (both
 store the n x n weights per layer for the backward pass), and sliding-window attention with the question
@@ -37,7 +39,7 @@ FULL = {"full[sdpa:auto]": ["attention=sdpa"], "full[sdpa:math]": ["attention=sd
 def qa_model(overrides: list[str], length: int) -> tuple[torch.nn.Module, dict]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["task=qa", f"data.max_length={length}", *overrides])
+        cfg = compose("train", overrides=["task=qa", "model.tasks.qa.route=null", f"data.max_length={length}", *overrides])
     return build_model(cfg.model, {}), cfg
 
 

@@ -62,7 +62,7 @@ TASK_VARIANTS = {
     "segmentation": [[], ["model.tasks.segmentation.head.gates=false"], ["experiment=segmentation_timm"],
                      ["experiment=segmentation_timm", "model.tasks.segmentation.head.gates=false"]],
     "qa": [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=16"],
-           ["backbone.pos_encoding=none"]],
+           ["backbone.pos_encoding=none"], ["model.tasks.qa.route=null"]],
     "asr": [[], ["backbone=conformer", "backbone.dim=32", "backbone.ffn_dim=64", "backbone.depth=2"],
             ["model.tasks.asr.head.decoding=beam"]],
     "video": [["task.st_attention=divided"], ["task.st_attention=joint"], ["task.st_attention=space_only"]],

@@ -20,7 +20,9 @@ and stored in the checkpoint; token character offsets map predicted spans back t
 
 from __future__ import annotations
 
+import bisect
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +37,7 @@ from attnlab.data.tokenizer import TextTokenizer
 log = logging.getLogger(__name__)
 
 QUESTION_SEGMENT, CONTEXT_SEGMENT = 0, 1
+SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")  # a sentence ends at . ! ? (and closing quotes) before a space
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Window:
     offsets: list[tuple[int, int]]  # per context token of the window, its span in the context
     start: int  # answer start position in input_ids, 0 ([CLS]) when the answer is not in this window
     end: int
+    sentences: list[int]  # per context token of the window: its sentence, counted from the window's first
+    sentence_positions: list[int]  # per context token of the window: its position inside its sentence
     support: list[bool] | None = None  # per context token of the window: inside a supporting fact
 
 
@@ -201,11 +206,13 @@ class QADataModule(TokenizedSplits, HFDataModule):
     def wrap_split(self, split: Dataset, name: str) -> QuestionWindows:
         if self.tokenizer is None:
             raise RuntimeError("the tokenizer is neither trained nor restored; call setup() first")
-        contexts, questions = split["context"], split["question"]
-        answers = split["answers"] if "answers" in split.column_names else [None] * len(split)
-        ids = split["id"] if "id" in split.column_names else [str(i) for i in range(len(split))]
-        groups = split[self.group_column] if self.group_column in split.column_names else [None] * len(split)
-        supports = split[self.support_column] if self.support_column in split.column_names else [None] * len(split)
+        def column(name: str | None, default: Any = None) -> list:  # plain lists: indexing a datasets Column is slow
+            present = name is not None and name in split.column_names
+            return list(split[name]) if present else [default if default is None else default(i) for i in range(len(split))]
+
+        contexts, questions = column("context"), column("question")  # required columns, checked on loading
+        answers, ids = column("answers"), column("id", str)
+        groups, supports = column(self.group_column), column(self.support_column)
         for row, context in enumerate(contexts):
             if not context or not context.strip():
                 raise ValueError(
@@ -236,7 +243,8 @@ class QADataModule(TokenizedSplits, HFDataModule):
             items.append(Question(
                 row=row, id=str(ids[row]), context=contexts[row], question=questions[row], answers=references,
                 group=None if group is None else int(group),
-                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span, support),
+                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span,
+                                      _sentence_index(contexts[row], offsets), support),
             ))
         return QuestionWindows(items)
 
@@ -282,8 +290,10 @@ class QADataModule(TokenizedSplits, HFDataModule):
         context_ids: list[int],
         offsets: list[tuple[int, int]],
         token_span: tuple[int, int] | None,
+        sentences: tuple[list[int], list[int]],
         support: list[bool] | None = None,
     ) -> list[Window]:
+        """The windows of one context; ``sentences``: per context token, its sentence and its position in it."""
         tokenizer = self.tokenizer
         assert tokenizer is not None
         question = question_ids[: self.max_question_len]
@@ -296,7 +306,9 @@ class QADataModule(TokenizedSplits, HFDataModule):
             if token_span is not None and first <= token_span[0] and token_span[1] < last:
                 start, end = (self.question_slots + t - first for t in token_span)
             window_support = None if support is None else support[first:last]
-            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end, window_support))
+            sentence_ids = [k - sentences[0][first] for k in sentences[0][first:last]]
+            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end, sentence_ids,
+                                  sentences[1][first:last], window_support))
             if last >= len(context_ids):
                 return windows
             first += self.doc_stride
@@ -310,10 +322,15 @@ class QADataModule(TokenizedSplits, HFDataModule):
         segments = torch.full((len(windows), width), CONTEXT_SEGMENT, dtype=torch.long)
         segments[:, : self.question_slots] = QUESTION_SEGMENT
         context_mask = torch.zeros(len(windows), width, dtype=torch.bool)
+        sentence_ids = torch.full((len(windows), width), -1, dtype=torch.long)  # (F, N), -1 outside the context
+        sentence_positions = torch.zeros(len(windows), width, dtype=torch.long)
         for f, (_, window) in enumerate(windows):
             input_ids[f, : len(window.input_ids)] = torch.tensor(window.input_ids)
             real = torch.tensor([end > start for start, end in window.offsets], dtype=torch.bool)
-            context_mask[f, self.question_slots : self.question_slots + len(window.offsets)] = real
+            context = slice(self.question_slots, self.question_slots + len(window.offsets))
+            context_mask[f, context] = real
+            sentence_ids[f, context] = torch.tensor(window.sentences)
+            sentence_positions[f, context] = torch.tensor(window.sentence_positions)
         question_mask = torch.zeros_like(context_mask)
         question_mask[:, 1 : self.question_slots - 1] = input_ids[:, 1 : self.question_slots - 1] != 0
         groups = [q.group for q in questions]
@@ -324,6 +341,8 @@ class QADataModule(TokenizedSplits, HFDataModule):
             "context_mask": context_mask,
             "question_mask": question_mask,
             "question_slots": self.question_slots,
+            "sentence_ids": sentence_ids,  # (F, N): for `SentenceMemoryRoute`
+            "sentence_positions": sentence_positions,
             "start_positions": torch.tensor([w.start for _, w in windows]),  # (F,)
             "end_positions": torch.tensor([w.end for _, w in windows]),
             "feature_example": torch.tensor([b for b, _ in windows]),  # (F,)
@@ -341,6 +360,22 @@ class QADataModule(TokenizedSplits, HFDataModule):
                 support_labels[f, self.question_slots : self.question_slots + len(flags)] = flags
             batch["support_labels"] = support_labels
         return batch
+
+
+def _sentence_index(context: str, offsets: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Per token: the index of its sentence in the context and its position inside that sentence.
+
+    Sentences end at ``.``, ``!`` or ``?`` (closing quotes or brackets included) followed by a space or the
+    end of the text; a token belongs to the sentence its first character is in.
+    """
+    ends = [match.end() for match in SENTENCE_END.finditer(context)]
+    sentence_ids, positions = [], []
+    for start, _ in offsets:
+        sentence = bisect.bisect_right(ends, start)
+        same = bool(sentence_ids) and sentence_ids[-1] == sentence
+        positions.append(positions[-1] + 1 if same else 0)
+        sentence_ids.append(sentence)
+    return sentence_ids, positions
 
 
 def _overlaps(token: tuple[int, int], char_start: int, char_end: int) -> bool:

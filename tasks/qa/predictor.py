@@ -1,6 +1,7 @@
 """predict.py for extractive QA: ``context="..." question="..."`` (or a .txt context, or a saved SQuAD-schema
 dataset) in; the answer span out, and where the question looked in the context: the encoder's last-block
-attention from the question tokens over the context tokens (and, with BiDAF, its question-to-context
+attention from the question tokens over the context tokens, or over its sentences with the sentence-memory route
+(and, with BiDAF, its question-to-context
 attention), drawn over the context text with the answer outlined."""
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class QAPredictor(TaskPredictor):
         # question tokens -> every key, heads averaged, then averaged over the real question tokens
         from_question = (weights[:, :, :slots].mean(1) * question_mask[..., None]).sum(1)  # (F, N)
         from_question = from_question / question_mask.sum(1, keepdim=True).clamp(min=1)
+        route = model.routes[self.task]
+        unit = "tokens"
+        if hasattr(route, "token_view"):  # sentence memories: each context token shows its sentence's weight
+            from_question, unit = route.token_view(from_question, batch), "sentences"  # (F, N)
         q2c = outputs.get("question_to_context")  # (F, N), BiDAF heads only
         figures = []
         for example, record in enumerate(records):  # one record per question, in batch order
@@ -91,7 +96,7 @@ class QAPredictor(TaskPredictor):
             context = batch["contexts"][example]
             context_weights = from_question[feature, slots : slots + len(offsets)].cpu().numpy()
             outline = _token_range(offsets, record["answer_start"], len(record["prediction_text"]))
-            panels = [("encoder's last block: question tokens -> context tokens (heads and question tokens averaged)",
+            panels = [(f"encoder's last block: question tokens -> context {unit} (heads and question tokens averaged)",
                        context_weights)]
             if q2c is not None:
                 panels.append(("BiDAF question-to-context attention", q2c[feature, slots : slots + len(offsets)].cpu().numpy()))

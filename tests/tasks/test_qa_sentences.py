@@ -1,0 +1,116 @@
+"""The sentence-memory route of extractive QA: sentence ids from the data, pooling into memories newest first,
+the backbone over [question; memories], and token features back for the span head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tasks.qa.data import QADataModule, _sentence_index
+
+from attnlab.backbones import TransformerEncoder
+from attnlab.embed import TokenEmbed
+from attnlab.training import SentenceMemoryRoute
+
+
+def whitespace_offsets(text: str) -> list[tuple[int, int]]:
+    offsets, start = [], 0
+    for word in text.split(" "):
+        offsets.append((start, start + len(word)))
+        start += len(word) + 1
+    return offsets
+
+
+def test_sentence_index_counts_sentences_and_positions_inside_them():
+    text = 'Mary went home. John left! Why? He said "stop." Then 3.5 km'
+    ids, positions = _sentence_index(text, whitespace_offsets(text))
+    assert ids == [0, 0, 0, 1, 1, 2, 3, 3, 3, 4, 4, 4]  # "3.5" is no sentence end: no space after the dot
+    assert positions == [0, 1, 2, 0, 1, 0, 0, 1, 2, 0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def babi(tmp_path_factory) -> QADataModule:
+    data = QADataModule(source="builder", data_dir=str(tmp_path_factory.mktemp("babi")), babi_tasks=[1, 3], size=10,
+                        test_size=2, vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
+    data.setup("fit")
+    return data
+
+
+def test_window_sentences_are_the_story_sentences_counted_from_the_window(babi):
+    windowed = 0
+    for index in range(len(babi.splits["train"])):
+        question = babi.splits["train"][index]["question"]
+        story = question.context.split(". ")  # bAbI: sentences end with "." and are joined by single spaces
+        windowed += len(question.windows) > 1
+        for window in question.windows:
+            assert window.sentences[0] == 0 and all(b - a in (0, 1) for a, b in zip(window.sentences, window.sentences[1:]))
+            # a sentence whose first token is in the window and that ends inside it is one whole story sentence
+            for k in range(1, max(window.sentences)):
+                tokens = [t for t, s in enumerate(window.sentences) if s == k]
+                assert [window.sentence_positions[t] for t in tokens] == list(range(len(tokens)))
+                text = question.context[window.offsets[tokens[0]][0] : window.offsets[tokens[-1]][1]].strip()
+                assert text.rstrip(".") in story
+    assert windowed > 0, "task-3 stories should need several 78-token windows here"
+
+
+def tiny_route(dim: int = 16) -> tuple[SentenceMemoryRoute, TokenEmbed, TransformerEncoder]:
+    torch.manual_seed(0)
+    adapter = TokenEmbed(dim=dim, vocab_size=300, tokens_key="input_ids", num_segments=2, positions="none")
+    backbone = TransformerEncoder(dim=dim, depth=2, num_heads=2, pos_encoding="rope", weight_init="xavier")
+    return SentenceMemoryRoute(dim=dim, max_sentence_tokens=4), adapter, backbone
+
+
+def test_memories_pool_each_sentence_in_order_newest_first(babi):
+    route, adapter, _ = tiny_route()
+    route, adapter = route.double(), adapter.double()
+    batch = babi.collate([babi.splits["train"][0]])
+    tokens, _ = adapter(batch)  # (F, N, D)
+    memories, memory_mask, memory_slot = route.memories(tokens, batch)
+    sentence_ids, positions = batch["sentence_ids"][0], batch["sentence_positions"][0]
+    count = int(sentence_ids.max()) + 1
+    assert memory_mask[0].tolist() == [True] * count
+    for sentence in range(count):
+        grid = torch.zeros(4, tokens.shape[-1], dtype=torch.float64)
+        for t in torch.nonzero(sentence_ids == sentence).flatten().tolist():
+            grid[min(int(positions[t]), 3)] += tokens[0, t]  # tokens past the last slot add into it
+        expected = route.pool(grid.flatten())
+        torch.testing.assert_close(memories[0, count - 1 - sentence], expected)  # the newest sentence comes first
+    assert torch.equal(memory_slot[0][sentence_ids >= 0], count - 1 - sentence_ids[sentence_ids >= 0])
+    assert torch.all(memory_slot[0][sentence_ids < 0] == -1)
+
+
+def test_route_features_do_not_depend_on_the_rest_of_the_batch(babi):
+    route, adapter, backbone = tiny_route()
+    items = [babi.splits["train"][i] for i in range(len(babi.splits["train"]))]
+    lengths = [len(item["question"].context) for item in items]
+    short, long = items[lengths.index(min(lengths))], items[lengths.index(max(lengths))]
+    alone, _ = route(backbone, adapter, babi.collate([short]))
+    together, mask = route(backbone, adapter, babi.collate([short, long]))
+    width = alone.shape[1]
+    assert together.shape[1] > width and mask.shape == together.shape[:2]
+    torch.testing.assert_close(together[0, :width], alone[0], rtol=1e-4, atol=1e-5)
+    assert torch.all(together[0, width:] == 0)  # padding tokens get no feature
+    context = babi.collate([short])["sentence_ids"][0] >= 0
+    assert alone[0, context].abs().sum(-1).gt(0).all()  # every context token gets one
+
+
+def test_token_view_gives_each_context_token_its_sentence_value(babi):
+    route, *_ = tiny_route()
+    batch = babi.collate([babi.splits["train"][0]])
+    slots, sentence_ids = int(batch["question_slots"]), batch["sentence_ids"]
+    count = int(sentence_ids.max()) + 1
+    values = torch.arange(slots + count, dtype=torch.float32)[None]  # (1, slots + S)
+    per_token = route.token_view(values, batch)  # (1, N)
+    assert per_token[0, :slots].tolist() == values[0, :slots].tolist()
+    inside = sentence_ids[0] >= 0
+    assert torch.equal(per_token[0, inside], (slots + count - 1 - sentence_ids[0, inside]).float())
+    assert torch.all(per_token[0, ~inside][slots:] == 0)
+
+
+def test_route_names_the_missing_sentence_field(babi):
+    route, adapter, backbone = tiny_route()
+    batch = babi.collate([babi.splits["train"][0]])
+    del batch["sentence_ids"]
+    with pytest.raises(ValueError, match=r"batch\['sentence_ids'\].*route=null"):
+        route(backbone, adapter, batch)
+    with pytest.raises(ValueError, match="max_sentence_tokens=0"):
+        SentenceMemoryRoute(dim=8, max_sentence_tokens=0)
