@@ -32,6 +32,9 @@ from attnlab.analysis.memory import peak_bytes
 from attnlab.checkpoints import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
+# the token route, trained on the labelled span alone (the batch below has no supporting facts)
+TOKEN_ROUTE = ["model.tasks.qa.route=null", "model.tasks.qa.head.answer_targets=labelled",
+               "model.tasks.qa.head.support_weight=0"]
 FULL = {"full[sdpa:auto]": ["attention=sdpa"], "full[sdpa:math]": ["attention=sdpa", "attention.backend=math"],
         "full[reference]": ["attention=reference"]}
 
@@ -39,7 +42,7 @@ FULL = {"full[sdpa:auto]": ["attention=sdpa"], "full[sdpa:math]": ["attention=sd
 def qa_model(overrides: list[str], length: int) -> tuple[torch.nn.Module, dict]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["task=qa", "model.tasks.qa.route=null", f"data.max_length={length}", *overrides])
+        cfg = compose("train", overrides=["task=qa", *TOKEN_ROUTE, f"data.max_length={length}", *overrides])
     return build_model(cfg.model, {}), cfg
 
 

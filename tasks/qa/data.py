@@ -48,6 +48,7 @@ class Window:
     offsets: list[tuple[int, int]]  # per context token of the window, its span in the context
     start: int  # answer start position in input_ids, 0 ([CLS]) when the answer is not in this window
     end: int
+    occurrences: list[tuple[int, int]]  # (start, end) in input_ids of every occurrence of the answer text in it
     sentences: list[int]  # per context token of the window: its sentence, counted from the window's first
     sentence_positions: list[int]  # per context token of the window: its position inside its sentence
     support: list[bool] | None = None  # per context token of the window: inside a supporting fact
@@ -234,7 +235,9 @@ class QADataModule(TokenizedSplits, HFDataModule):
         for row in range(len(split)):
             references, span = self._answer_span(answers[row], contexts[row], row=row, row_id=ids[row], split=name)
             token_ids, offsets = encoded_contexts[row]
-            token_span = None if span is None else _token_span(offsets, *span, row=row, row_id=ids[row], split=name)
+            token_spans = [] if span is None else _token_spans(
+                offsets, _occurrences(contexts[row], span), row=row, row_id=ids[row], split=name
+            )  # the labelled answer first, then its other occurrences
             group = groups[row]
             support = None
             if supports[row] is not None:
@@ -243,7 +246,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
             items.append(Question(
                 row=row, id=str(ids[row]), context=contexts[row], question=questions[row], answers=references,
                 group=None if group is None else int(group),
-                windows=self._windows(encoded_questions[row], token_ids, offsets, token_span,
+                windows=self._windows(encoded_questions[row], token_ids, offsets, token_spans,
                                       _sentence_index(contexts[row], offsets), support),
             ))
         return QuestionWindows(items)
@@ -289,11 +292,13 @@ class QADataModule(TokenizedSplits, HFDataModule):
         question_ids: list[int],
         context_ids: list[int],
         offsets: list[tuple[int, int]],
-        token_span: tuple[int, int] | None,
+        token_spans: list[tuple[int, int]],
         sentences: tuple[list[int], list[int]],
         support: list[bool] | None = None,
     ) -> list[Window]:
-        """The windows of one context; ``sentences``: per context token, its sentence and its position in it."""
+        """The windows of one context. ``token_spans``: the answer's token spans, the labelled one first, then
+        its other occurrences ([] without an answer); ``sentences``: per context token, its sentence and its
+        position in it."""
         tokenizer = self.tokenizer
         assert tokenizer is not None
         question = question_ids[: self.max_question_len]
@@ -302,13 +307,14 @@ class QADataModule(TokenizedSplits, HFDataModule):
         windows, first = [], 0
         while True:
             last = min(first + self.window_capacity, len(context_ids))
-            start = end = 0
-            if token_span is not None and first <= token_span[0] and token_span[1] < last:
-                start, end = (self.question_slots + t - first for t in token_span)
+            inside = [(self.question_slots + a - first, self.question_slots + b - first)
+                      for a, b in token_spans if first <= a and b < last]  # positions in input_ids
+            labelled = bool(token_spans) and first <= token_spans[0][0] and token_spans[0][1] < last
+            start, end = inside[0] if labelled else (0, 0)
             window_support = None if support is None else support[first:last]
             sentence_ids = [k - sentences[0][first] for k in sentences[0][first:last]]
-            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end, sentence_ids,
-                                  sentences[1][first:last], window_support))
+            windows.append(Window(prefix + context_ids[first:last], offsets[first:last], start, end, inside,
+                                  sentence_ids, sentences[1][first:last], window_support))
             if last >= len(context_ids):
                 return windows
             first += self.doc_stride
@@ -345,6 +351,7 @@ class QADataModule(TokenizedSplits, HFDataModule):
             "sentence_positions": sentence_positions,
             "start_positions": torch.tensor([w.start for _, w in windows]),  # (F,)
             "end_positions": torch.tensor([w.end for _, w in windows]),
+            **_occurrence_targets([w for _, w in windows], width),  # start_targets / end_targets (F, N)
             "feature_example": torch.tensor([b for b, _ in windows]),  # (F,)
             "offsets": [w.offsets for _, w in windows],
             "ids": [q.id for q in questions],
@@ -378,6 +385,30 @@ def _sentence_index(context: str, offsets: list[tuple[int, int]]) -> tuple[list[
     return sentence_ids, positions
 
 
+def _occurrences(context: str, labelled: tuple[int, int]) -> list[tuple[int, int]]:
+    """Character spans of the answer text's whole-word occurrences in the context, the labelled one first."""
+    text = context[labelled[0] : labelled[1]]
+    spans, start = [labelled], context.find(text)
+    while start >= 0:
+        end = start + len(text)
+        whole = (start == 0 or not context[start - 1].isalnum()) and (end == len(context) or not context[end].isalnum())
+        if whole and start != labelled[0]:
+            spans.append((start, end))
+        start = context.find(text, start + 1)
+    return spans
+
+
+def _occurrence_targets(windows: list[Window], width: int) -> dict[str, torch.Tensor]:
+    """start_targets / end_targets (F, N) bool: the starts and ends of every answer occurrence in each window,
+    [CLS] (position 0) for a window without one."""
+    targets = {side: torch.zeros(len(windows), width, dtype=torch.bool) for side in ("start_targets", "end_targets")}
+    for f, window in enumerate(windows):
+        for start, end in window.occurrences or [(0, 0)]:
+            targets["start_targets"][f, start] = True
+            targets["end_targets"][f, end] = True
+    return targets
+
+
 def _overlaps(token: tuple[int, int], char_start: int, char_end: int) -> bool:
     """Does a (non-blank) token's character span overlap characters [char_start, char_end)?"""
     start, end = token
@@ -389,14 +420,19 @@ def _support_flags(offsets: list[tuple[int, int]], pairs: list[tuple[int, int]])
     return [any(_overlaps(token, a, b) for a, b in pairs) for token in offsets]
 
 
-def _token_span(
-    offsets: list[tuple[int, int]], char_start: int, char_end: int, *, row: int, row_id: str, split: str
-) -> tuple[int, int]:
-    """First and last token overlapping characters [char_start, char_end)."""
-    covering = [t for t, token in enumerate(offsets) if _overlaps(token, char_start, char_end)]
-    if not covering:
-        raise ValueError(
-            f"row {row} (id {row_id}) of split '{split}': no token covers the answer's characters "
-            f"{char_start}..{char_end}; the answer must contain a non-space character"
-        )
-    return covering[0], covering[-1]
+def _token_spans(
+    offsets: list[tuple[int, int]], char_spans: list[tuple[int, int]], *, row: int, row_id: str, split: str
+) -> list[tuple[int, int]]:
+    """Per character span [start, end): the first and last non-blank token overlapping it (offsets are sorted)."""
+    real = [t for t, (a, b) in enumerate(offsets) if b > a]
+    starts, ends = [offsets[t][0] for t in real], [offsets[t][1] for t in real]
+    spans = []
+    for char_start, char_end in char_spans:
+        first, last = bisect.bisect_right(ends, char_start), bisect.bisect_left(starts, char_end) - 1
+        if first > last:
+            raise ValueError(
+                f"row {row} (id {row_id}) of split '{split}': no token covers the answer's characters "
+                f"{char_start}..{char_end}; the answer must contain a non-space character"
+            )
+        spans.append((real[first], real[last]))
+    return spans

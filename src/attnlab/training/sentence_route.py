@@ -6,7 +6,8 @@ between sentences. This route keeps the shared encoder and the token-level span 
 
     tokens (F, N, D) --pool each context sentence--> memories (F, S, D), newest first
     backbone([question tokens; memories])        --> question states, sentence states
-    per context token: read(its sentence's state) * key(its token)  -> features (F, N, D) for the span head
+    per context token: (read(its sentence's state) + ask([CLS] state)) * key(its token)
+                                                  -> features (F, N, D) for the span head
 
 Pooling keeps word order: a sentence's tokens fill ``max_sentence_tokens`` position slots that are
 concatenated and projected (tokens past the last slot add into it). Memories are laid out newest first
@@ -43,6 +44,7 @@ class SentenceMemoryRoute(TaskRoute):
         self.out_dim, self.max_sentence_tokens = dim, max_sentence_tokens
         self.pool = nn.Linear(max_sentence_tokens * dim, dim)
         self.read = nn.Linear(dim, dim)  # sentence state -> what it asks of its tokens
+        self.ask = nn.Linear(dim, dim)  # [CLS] state -> what the question asks of every token (e.g. "a room")
         self.key = nn.Linear(dim, dim)  # token -> what it offers
 
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -60,7 +62,7 @@ class SentenceMemoryRoute(TaskRoute):
         sentence_states = torch.gather(
             hidden[:, slots:], 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
         )  # (F, N, D): each token's sentence state
-        features = self.read(sentence_states) * self.key(tokens)  # (F, N, D)
+        features = (self.read(sentence_states) + self.ask(hidden[:, :1])) * self.key(tokens)  # (F, N, D)
         in_context = (memory_slot >= 0)[..., None]
         features = torch.where(in_context, features, torch.zeros_like(features))
         features = torch.cat([hidden[:, :slots], features[:, slots:]], dim=1)  # question states stay

@@ -7,6 +7,8 @@ Batch contract (what the QA datamodule's collate gives; F features = context win
     question_mask (F, N) bool               positions holding a question token
     question_slots int                      the question region's width (context starts there)
     start_positions / end_positions (F,)    answer token positions in each window (0 = [CLS]: not in it)
+    start_targets / end_targets (F, N) bool every occurrence of the answer text in each window ([CLS] if none);
+                                            read with ``answer_targets="all_occurrences"``
     feature_example (F,) long               the question (0..B-1) each window belongs to
     offsets list[F] of [(start, end), ...]  character span of each context token of a window
     index (B,) long, ids, contexts, answers (list of reference texts per question), groups (B,) | None
@@ -28,6 +30,7 @@ from attnlab.backbones.transformer import EncoderBlock
 from attnlab.training.head import TaskHead
 
 Interaction = Literal["none", "bidaf"]
+AnswerTargets = Literal["labelled", "all_occurrences"]
 ScoreName = Literal["exact_match", "f1"]
 
 
@@ -127,6 +130,10 @@ class SpanHead(TaskHead):
         support_weight: weight of the strong-supervision loss: a linear layer tags every context token
             as inside a supporting fact or not (binary cross-entropy against the batch's
             ``support_labels``); 0: no such layer.
+        answer_targets: ``labelled``: cross-entropy on the labelled answer's start and end (SQuAD's
+            loss). ``all_occurrences``: the probability summed over every occurrence of the answer text
+            (Clark and Gardner 2018's shared-normalisation objective within a window), so any mention
+            of the right word counts.
     """
 
     def __init__(
@@ -140,10 +147,14 @@ class SpanHead(TaskHead):
         groups: list[int] | None = None,
         group_prefix: str = "task",
         support_weight: float = 0.0,
+        answer_targets: AnswerTargets = "labelled",
     ) -> None:
         super().__init__()
         if interaction not in ("none", "bidaf"):
             raise ValueError(f"model interaction='{interaction}' is unknown; choose none or bidaf")
+        if answer_targets not in ("labelled", "all_occurrences"):
+            raise ValueError(f"head answer_targets='{answer_targets}' is unknown; choose labelled or all_occurrences")
+        self.answer_targets = answer_targets
         self.interaction, self.max_answer_len = interaction, max_answer_len
         self.groups, self.group_prefix = [int(g) for g in groups or []], group_prefix
         if interaction == "bidaf":
@@ -185,10 +196,17 @@ class SpanHead(TaskHead):
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
         allowed = batch["context_mask"].clone()
         allowed[:, 0] = True  # [CLS]: "the answer is not in this window"
-        losses = [
-            F.cross_entropy(outputs[f"{side}_logits"].masked_fill(~allowed, float("-inf")), batch[f"{side}_positions"])
-            for side in ("start", "end")
-        ]
+        if self.answer_targets == "all_occurrences" and "start_targets" not in batch:
+            raise ValueError("answer_targets=all_occurrences needs batch['start_targets'] / ['end_targets'] (QA batches "
+                             "carry them); set the head's answer_targets=labelled")
+        losses = []
+        for side in ("start", "end"):
+            logits = outputs[f"{side}_logits"].masked_fill(~allowed, float("-inf"))  # (F, N)
+            if self.answer_targets == "labelled":
+                losses.append(F.cross_entropy(logits, batch[f"{side}_positions"]))
+            else:  # -log of the probability summed over the occurrences
+                on_target = logits.masked_fill(~batch[f"{side}_targets"], float("-inf"))
+                losses.append((torch.logsumexp(logits, -1) - torch.logsumexp(on_target, -1)).mean())
         loss = (losses[0] + losses[1]) / 2
         if self.support is not None and self.training and "support_labels" not in batch:
             raise ValueError(
