@@ -3,6 +3,8 @@ the backbone over [question; memories], and token features back for the span hea
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tasks.qa.data import QADataModule, _sentence_index
@@ -114,3 +116,61 @@ def test_route_names_the_missing_sentence_field(babi):
         route(backbone, adapter, batch)
     with pytest.raises(ValueError, match="max_sentence_tokens=0"):
         SentenceMemoryRoute(dim=8, max_sentence_tokens=0)
+
+
+def test_occurrence_targets_mark_every_whole_word_mention_of_the_answer(babi):
+    from tasks.qa.data import _occurrences
+
+    context = "The art of it. Art starts here; art, then art."
+    assert _occurrences(context, (15, 18)) == [(15, 18)]  # case-sensitive: "Art" only at 15
+    assert _occurrences(context, (32, 35)) == [(32, 35), (4, 7), (42, 45)]  # not "starts"; the labelled one first
+    items = [babi.splits["train"][i] for i in range(len(babi.splits["train"]))]
+    batch = babi.collate(items)
+    feature = 0
+    for item in items:
+        question = item["question"]
+        mentions = [m.span() for m in re.finditer(rf"\b{question.answers[0]}\b", question.context)]
+        assert len(mentions) >= 1
+        for window in question.windows:
+            starts = torch.nonzero(batch["start_targets"][feature]).flatten().tolist()
+            ends = torch.nonzero(batch["end_targets"][feature]).flatten().tolist()
+            # the tokens holding each mention's first and last character, for mentions wholly in the window
+            holding = [([t for t, (a, b) in enumerate(window.offsets) if a <= first < b],
+                        [t for t, (a, b) in enumerate(window.offsets) if a < last <= b]) for first, last in mentions]
+            whole = [(s[0], e[0]) for s, e in holding if s and e]
+            assert starts == sorted(babi.question_slots + s for s, _ in whole) or (not whole and starts == [0])
+            assert ends == sorted(babi.question_slots + e for _, e in whole) or (not whole and ends == [0])
+            if window.start > 0:
+                assert window.start in starts  # the labelled span is one of them
+            feature += 1
+
+
+def test_all_occurrence_loss_is_minus_the_log_of_the_summed_probability(babi):
+    from attnlab.training import SpanHead
+
+    batch = babi.collate([babi.splits["train"][i] for i in range(6)])
+    torch.manual_seed(0)
+    labelled, anywhere = SpanHead(dim=8), SpanHead(dim=8, answer_targets="all_occurrences")
+    anywhere.load_state_dict(labelled.state_dict())
+    hidden = torch.randn(*batch["input_ids"].shape, 8)
+    outputs = anywhere(hidden, None, batch)
+    allowed = batch["context_mask"].clone()
+    allowed[:, 0] = True
+    expected = 0.0
+    for side in ("start", "end"):
+        probs = outputs[f"{side}_logits"].double().masked_fill(~allowed, float("-inf")).softmax(-1)  # (F, N)
+        expected += -(probs * batch[f"{side}_targets"]).sum(-1).log().mean() / 2
+    torch.testing.assert_close(anywhere.loss(outputs, batch).double(), expected, rtol=1e-5, atol=1e-6)
+    assert (batch["start_targets"].sum(-1) > 1).any(), "some window should mention the answer twice"
+    assert anywhere.loss(outputs, batch) < labelled.loss(outputs, batch)  # more targets, more probability
+    single = {**batch, "start_targets": torch.zeros_like(batch["start_targets"]),
+              "end_targets": torch.zeros_like(batch["end_targets"])}
+    rows = torch.arange(len(batch["start_positions"]))
+    single["start_targets"][rows, batch["start_positions"]] = True
+    single["end_targets"][rows, batch["end_positions"]] = True
+    torch.testing.assert_close(anywhere.loss(outputs, single), labelled.loss(outputs, batch))  # one target: SQuAD's CE
+    del batch["start_targets"]
+    with pytest.raises(ValueError, match="answer_targets=labelled"):
+        anywhere.loss(outputs, batch)
+    with pytest.raises(ValueError, match="answer_targets='first'"):
+        SpanHead(dim=8, answer_targets="first")
