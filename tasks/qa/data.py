@@ -207,9 +207,11 @@ class QADataModule(TokenizedSplits, HFDataModule):
     def wrap_split(self, split: Dataset, name: str) -> QuestionWindows:
         if self.tokenizer is None:
             raise RuntimeError("the tokenizer is neither trained nor restored; call setup() first")
-        def column(name: str | None, default: Any = None) -> list:  # plain lists: indexing a datasets Column is slow
-            present = name is not None and name in split.column_names
-            return list(split[name]) if present else [default if default is None else default(i) for i in range(len(split))]
+        def column(name: str | None, fill: Any = lambda row: None) -> list:
+            """A column as a plain list (indexing a datasets Column row by row is slow); ``fill(row)`` if absent."""
+            if name is not None and name in split.column_names:
+                return list(split[name])
+            return [fill(row) for row in range(len(split))]
 
         contexts, questions = column("context"), column("question")  # required columns, checked on loading
         answers, ids = column("answers"), column("id", str)

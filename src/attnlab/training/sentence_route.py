@@ -74,11 +74,11 @@ class SentenceMemoryRoute(TaskRoute):
         sentence_ids = batch["sentence_ids"]  # (F, N)
         memory_slot, counts = _memory_slots(sentence_ids)
         num_memories = max(int(counts.max()), 1)
-        features, _, dim = tokens.shape
+        num_features, _, dim = tokens.shape
         inside = memory_slot >= 0  # (F, N)
-        feature_index = torch.arange(features, device=tokens.device)[:, None].expand_as(sentence_ids)
+        feature_index = torch.arange(num_features, device=tokens.device)[:, None].expand_as(sentence_ids)
         position = batch["sentence_positions"].clamp(max=self.max_sentence_tokens - 1)
-        grid = tokens.new_zeros(features, num_memories, self.max_sentence_tokens, dim)  # (F, S, P, D)
+        grid = tokens.new_zeros(num_features, num_memories, self.max_sentence_tokens, dim)  # (F, S, P, D)
         grid.index_put_((feature_index[inside], memory_slot[inside], position[inside]), tokens[inside], accumulate=True)
         memories = self.pool(grid.flatten(2))  # (F, S, D)
         memory_mask = torch.arange(num_memories, device=tokens.device)[None] < counts[:, None]  # (F, S)
