@@ -411,30 +411,41 @@ def _occurrence_targets(windows: list[Window], width: int) -> dict[str, torch.Te
     return targets
 
 
-def _overlaps(token: tuple[int, int], char_start: int, char_end: int) -> bool:
-    """Does a (non-blank) token's character span overlap characters [char_start, char_end)?"""
-    start, end = token
-    return end > start and start < char_end and end > char_start
+def _covering_tokens(
+    offsets: list[tuple[int, int]], char_spans: list[tuple[int, int]]
+) -> list[tuple[int, int] | None]:
+    """Per character span [start, end): the first and last non-blank token overlapping it, None if no token
+    does (offsets are sorted and do not overlap)."""
+    real = [t for t, (a, b) in enumerate(offsets) if b > a]
+    starts, ends = [offsets[t][0] for t in real], [offsets[t][1] for t in real]
+    covering: list[tuple[int, int] | None] = []
+    for char_start, char_end in char_spans:
+        first, last = bisect.bisect_right(ends, char_start), bisect.bisect_left(starts, char_end) - 1
+        covering.append((real[first], real[last]) if first <= last else None)
+    return covering
 
 
 def _support_flags(offsets: list[tuple[int, int]], pairs: list[tuple[int, int]]) -> list[bool]:
     """Per context token: does it overlap one of the character spans ``pairs`` [(start, end), ...]?"""
-    return [any(_overlaps(token, a, b) for a, b in pairs) for token in offsets]
+    flags = [False] * len(offsets)
+    for span in _covering_tokens(offsets, pairs):
+        if span is None:
+            continue
+        for t in range(span[0], span[1] + 1):
+            flags[t] = offsets[t][1] > offsets[t][0]  # blank tokens inside a span stay untagged
+    return flags
 
 
 def _token_spans(
     offsets: list[tuple[int, int]], char_spans: list[tuple[int, int]], *, row: int, row_id: str, split: str
 ) -> list[tuple[int, int]]:
-    """Per character span [start, end): the first and last non-blank token overlapping it (offsets are sorted)."""
-    real = [t for t, (a, b) in enumerate(offsets) if b > a]
-    starts, ends = [offsets[t][0] for t in real], [offsets[t][1] for t in real]
+    """Per character span: its first and last token; an error naming the row when no token covers one."""
     spans = []
-    for char_start, char_end in char_spans:
-        first, last = bisect.bisect_right(ends, char_start), bisect.bisect_left(starts, char_end) - 1
-        if first > last:
+    for (char_start, char_end), span in zip(char_spans, _covering_tokens(offsets, char_spans), strict=True):
+        if span is None:
             raise ValueError(
                 f"row {row} (id {row_id}) of split '{split}': no token covers the answer's characters "
                 f"{char_start}..{char_end}; the answer must contain a non-space character"
             )
-        spans.append((real[first], real[last]))
+        spans.append(span)
     return spans

@@ -1,8 +1,8 @@
 """predict.py for extractive QA: ``context="..." question="..."`` (or a .txt context, or a saved SQuAD-schema
 dataset) in; the answer span out, and where the question looked in the context: the encoder's last-block
-attention from the question tokens over the context tokens, or over its sentences with the sentence-memory route
-(and, with BiDAF, its question-to-context
-attention), drawn over the context text with the answer outlined."""
+attention from the question tokens over the context tokens (over its sentences with the sentence-memory
+route; with BiDAF also its question-to-context attention), drawn over the context text with the answer
+outlined."""
 
 from __future__ import annotations
 
