@@ -32,7 +32,7 @@ def test_sentence_index_counts_sentences_and_positions_inside_them():
 @pytest.fixture(scope="module")
 def babi(tmp_path_factory) -> QADataModule:
     data = QADataModule(source="builder", data_dir=str(tmp_path_factory.mktemp("babi")), babi_tasks=[1, 3], size=10,
-                        test_size=2, vocab_size=300, max_length=96, doc_stride=40, batch_size=4)
+                        test_size=2, vocab_size=300, max_length=96, doc_stride=40, batch_size=4, support_column="support_spans")
     data.setup("fit")
     return data
 
@@ -174,3 +174,42 @@ def test_all_occurrence_loss_is_minus_the_log_of_the_summed_probability(babi):
         anywhere.loss(outputs, batch)
     with pytest.raises(ValueError, match="answer_targets='first'"):
         SpanHead(dim=8, answer_targets="first")
+
+
+def test_sentence_support_loss_is_a_softmax_over_each_windows_sentences(babi):
+    from attnlab.training import SpanHead
+
+    batch = babi.collate([babi.splits["train"][i] for i in range(len(babi.splits["train"]))])  # tasks 1 and 3
+    assert "support_labels" in batch
+    torch.manual_seed(0)
+    tokens_head = SpanHead(dim=8, support_weight=2.0)
+    sentences_head = SpanHead(dim=8, support_weight=2.0, support_loss="sentences")
+    sentences_head.load_state_dict(tokens_head.state_dict())
+    hidden = torch.randn(*batch["input_ids"].shape, 8)
+    outputs = sentences_head(hidden, None, batch)
+    expected, windows, most_facts = 0.0, 0, 0
+    for f in range(len(batch["input_ids"])):  # float64, one window and one sentence at a time
+        ids, logits = batch["sentence_ids"][f], outputs["support_logits"][f].double()
+        sentences = sorted(set(ids[ids >= 0].tolist()))
+        scores = torch.stack([logits[ids == s].mean() for s in sentences])
+        facts = [i for i, s in enumerate(sentences) if batch["support_labels"][f][ids == s].any()]
+        if facts:
+            expected += -scores.log_softmax(0)[facts].mean()
+            windows, most_facts = windows + 1, max(most_facts, len(facts))
+    assert most_facts > 1, "some window should hold several supporting facts"
+    span_only = SpanHead(dim=8)
+    span_only.span.load_state_dict(tokens_head.span.state_dict())
+    span_loss = span_only.loss(span_only(hidden, None, batch), batch).double()
+    torch.testing.assert_close(sentences_head.loss(outputs, batch).double(), span_loss + 2.0 * expected / windows,
+                               rtol=1e-5, atol=1e-6)
+    # the per-token BCE of the same logits differs: the two options are really two losses
+    assert not torch.isclose(tokens_head.loss(outputs, batch), sentences_head.loss(outputs, batch))
+    # a model ranking the facts first beats one that calls every sentence a distractor
+    ranked = {**outputs, "support_logits": batch["support_labels"] * 10.0}
+    flat = {**outputs, "support_logits": torch.full_like(outputs["support_logits"], -10.0)}
+    assert sentences_head.loss(ranked, batch) < sentences_head.loss(flat, batch)
+    without_sentences = {key: value for key, value in batch.items() if key != "sentence_ids"}
+    with pytest.raises(ValueError, match="support_loss=tokens"):
+        sentences_head.loss(outputs, without_sentences)
+    with pytest.raises(ValueError, match="support_loss='sentence'"):
+        SpanHead(dim=8, support_loss="sentence")

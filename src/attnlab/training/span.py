@@ -31,7 +31,44 @@ from attnlab.training.head import TaskHead
 
 Interaction = Literal["none", "bidaf"]
 AnswerTargets = Literal["labelled", "all_occurrences"]
+SupportLoss = Literal["tokens", "sentences"]
 ScoreName = Literal["exact_match", "f1"]
+
+
+def sentence_support_loss(token_logits: Tensor, token_labels: Tensor, sentence_ids: Tensor) -> Tensor:
+    """Listwise strong supervision: every supporting fact should win a softmax over its window's sentences.
+
+    A sentence's score is the mean of its tokens' logits; the loss is the mean over supporting facts of
+    -log softmax(scores)[fact], so each window spreads its probability over its k facts (1/k each at the
+    optimum). Unlike per-token BCE, a model cannot get a low loss by calling every sentence a distractor.
+
+    Args:
+        token_logits: (F, N) support score per token.
+        token_labels: (F, N) 1 on tokens of supporting facts.
+        sentence_ids: (F, N) sentence index per context token within its window, -1 elsewhere.
+
+    Returns:
+        scalar loss over the windows holding at least one supporting fact (0 when none does).
+    """
+    num_sentences = max(int(sentence_ids.max()) + 1, 1)
+    counts = _sum_per_sentence(torch.ones_like(token_logits), sentence_ids, num_sentences)  # (F, S)
+    present = counts > 0
+    scores = _sum_per_sentence(token_logits.float(), sentence_ids, num_sentences) / counts.clamp(min=1)  # (F, S)
+    scores = scores.masked_fill(~present, torch.finfo(scores.dtype).min)  # finite: no NaN in an empty row
+    is_fact = (_sum_per_sentence(token_labels.float(), sentence_ids, num_sentences) > 0) & present  # (F, S)
+    log_probs = scores.log_softmax(dim=-1).masked_fill(~is_fact, 0.0)  # (F, S)
+    facts = is_fact.sum(dim=-1)  # (F,)
+    with_facts = facts > 0
+    if not bool(with_facts.any()):
+        return token_logits.sum() * 0.0
+    return (-log_probs.sum(-1)[with_facts] / facts[with_facts]).mean()
+
+
+def _sum_per_sentence(values: Tensor, sentence_ids: Tensor, num_sentences: int) -> Tensor:
+    """values (F, N) -> (F, S): the sum over each sentence's tokens (tokens with id -1 count nowhere)."""
+    inside = sentence_ids >= 0
+    sums = values.new_zeros(values.shape[0], num_sentences)
+    return sums.scatter_add_(1, sentence_ids.clamp(min=0), values * inside)
 
 
 def best_spans(start_logits: Tensor, end_logits: Tensor, allowed: Tensor, *, max_answer_len: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -127,9 +164,13 @@ class SpanHead(TaskHead):
         groups: group values with their own metrics (e.g. bAbI tasks [1, 2, 3] -> exact_match_task1 ...);
             None: overall metrics only.
         group_prefix: name part before the group value in those metric names.
-        support_weight: weight of the strong-supervision loss: a linear layer tags every context token
-            as inside a supporting fact or not (binary cross-entropy against the batch's
-            ``support_labels``); 0: no such layer.
+        support_weight: weight of the strong-supervision loss: a linear layer scores every context
+            token against the batch's ``support_labels``; 0: no such layer.
+        support_loss: ``tokens``: binary cross-entropy per token (inside a supporting fact or not).
+            ``sentences``: a sentence scores the mean of its tokens, and every supporting fact should
+            win a softmax over its window's sentences (`sentence_support_loss`, needs the batch's
+            ``sentence_ids``). With a few facts among a hundred sentences, the per-token loss lets a
+            model call every sentence a distractor; the listwise one does not.
         answer_targets: ``labelled``: cross-entropy on the labelled answer's start and end (SQuAD's
             loss). ``all_occurrences``: the probability summed over every occurrence of the answer text
             (Clark and Gardner 2018's shared-normalisation objective within a window), so any mention
@@ -148,6 +189,7 @@ class SpanHead(TaskHead):
         group_prefix: str = "task",
         support_weight: float = 0.0,
         answer_targets: AnswerTargets = "labelled",
+        support_loss: SupportLoss = "tokens",
     ) -> None:
         super().__init__()
         if interaction not in ("none", "bidaf"):
@@ -155,6 +197,9 @@ class SpanHead(TaskHead):
         if answer_targets not in ("labelled", "all_occurrences"):
             raise ValueError(f"head answer_targets='{answer_targets}' is unknown; choose labelled or all_occurrences")
         self.answer_targets = answer_targets
+        if support_loss not in ("tokens", "sentences"):
+            raise ValueError(f"head support_loss='{support_loss}' is unknown; choose tokens or sentences")
+        self.support_loss = support_loss
         self.interaction, self.max_answer_len = interaction, max_answer_len
         self.groups, self.group_prefix = [int(g) for g in groups or []], group_prefix
         if interaction == "bidaf":
@@ -214,8 +259,16 @@ class SpanHead(TaskHead):
                 "support_labels; set data.support_column (e.g. support_spans) or support_weight=0"
             )
         if self.support is not None and "support_labels" in batch:
-            context = batch["context_mask"]
-            tagging = F.binary_cross_entropy_with_logits(outputs["support_logits"][context], batch["support_labels"][context])
+            if self.support_loss == "tokens":
+                context = batch["context_mask"]
+                tagging = F.binary_cross_entropy_with_logits(
+                    outputs["support_logits"][context], batch["support_labels"][context]
+                )
+            else:
+                if "sentence_ids" not in batch:
+                    raise ValueError("support_loss=sentences needs batch['sentence_ids'] (QA batches carry them); "
+                                     "set the head's support_loss=tokens")
+                tagging = sentence_support_loss(outputs["support_logits"], batch["support_labels"], batch["sentence_ids"])
             loss = loss + self.support_weight * tagging
         return loss
 
