@@ -213,3 +213,58 @@ def test_sentence_support_loss_is_a_softmax_over_each_windows_sentences(babi):
         sentences_head.loss(outputs, without_sentences)
     with pytest.raises(ValueError, match="support_loss='sentence'"):
         SpanHead(dim=8, support_loss="sentence")
+
+
+def test_forgetting_bias_matches_the_gate_products_in_story_order():
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(dim=12, depth=2, num_heads=3, pos_encoding="rope", weight_init="xavier")
+    route = SentenceMemoryRoute(dim=12, backbone=backbone, max_sentence_tokens=2, forget_heads=2).double()
+    slots, counts = 3, [4, 2]
+    normed = torch.randn(2, slots + 4, 12, dtype=torch.float64)
+    memory_mask = torch.arange(4)[None] < torch.tensor(counts)[:, None]
+    with torch.no_grad():
+        bias = route.forgetting_bias(1, normed, slots=slots, memory_mask=memory_mask)  # (F, H, L, L)
+    assert bias.shape == (2, 3, slots + 4, slots + 4)
+    assert torch.all(bias[:, 2] == 0)  # the third head is free
+    log_f = torch.nn.functional.logsigmoid(route.forget_gates[1](normed[:, slots:])).detach()  # (F, S, K): ask starts at 0
+    for feature, count in enumerate(counts):
+        for head in range(2):
+            gates = log_f[feature, :, head]
+            for i in range(slots + 4):
+                for j in range(slots + 4):
+                    got = float(bias[feature, head, i, j])
+                    if j < slots:  # the question is read freely
+                        expected = 0.0
+                    elif i < slots:  # the question reads memory b with the gates of the memories newer than b
+                        b = j - slots
+                        expected = float(sum(gates[t] for t in range(b) if t < count))
+                    else:
+                        a, b = i - slots, j - slots
+                        if b < a:
+                            expected = float("-inf")  # a newer memory is hidden
+                        else:
+                            expected = float(sum(gates[t] for t in range(a + 1, b) if t < count))
+                    assert got == pytest.approx(expected, abs=1e-12), (feature, head, i, j)
+    # a closed gate hides everything older than its memory from newer memories and from the question
+    with torch.no_grad():
+        route.forget_gates[0].weight.zero_()
+        route.forget_gates[0].bias.fill_(-60.0)
+    closed = route.forgetting_bias(0, normed, slots=slots, memory_mask=memory_mask)
+    assert closed[0, 0, 0, slots] == 0 and closed[0, 0, 0, slots + 1] < -50  # question: newest only
+    assert closed[0, 0, slots, slots + 1] == 0 and closed[0, 0, slots, slots + 2] < -50  # memory: its predecessor only
+
+
+def test_route_with_forgetting_heads_trains_the_gates(babi):
+    torch.manual_seed(0)
+    _, adapter, backbone = tiny_route()
+    route = SentenceMemoryRoute(dim=16, backbone=backbone, max_sentence_tokens=4, forget_heads=1)
+    items = [babi.splits["train"][i] for i in range(len(babi.splits["train"]))]
+    lengths = [len(item["question"].context) for item in items]
+    short, long = items[lengths.index(min(lengths))], items[lengths.index(max(lengths))]
+    alone, _ = route(backbone, adapter, babi.collate([short]))
+    together, _ = route(backbone, adapter, babi.collate([short, long]))
+    torch.testing.assert_close(together[0, : alone.shape[1]], alone[0], rtol=1e-4, atol=1e-5)
+    together.square().sum().backward()
+    assert all(gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0 for gate in route.forget_gates)
+    with pytest.raises(ValueError, match="forget_heads=5"):
+        SentenceMemoryRoute(dim=16, backbone=backbone, forget_heads=5)

@@ -192,6 +192,8 @@ class LinearAttention(MultiHeadAttention):
         others: as `MultiHeadAttention` (backend and dropout are unused: no softmax kernel runs).
     """
 
+    accepts_attn_mask = False  # no score matrix to add a mask to
+
     def __init__(
         self,
         *,

@@ -35,6 +35,7 @@ class LowRankAttention(MultiHeadAttention):
     """
 
     supports_cache = False
+    accepts_attn_mask = False  # mixes keys along the sequence
 
     def __init__(
         self,

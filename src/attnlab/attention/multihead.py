@@ -53,6 +53,7 @@ class MultiHeadAttention(nn.Module):
     """
 
     supports_cache = True  # variants that mix keys along the sequence set this to False
+    accepts_attn_mask = True  # variants that build their own mask (or none) and reject ``attn_mask`` set False
     # set by `attnlab.attention.capture_attention`: called with q, k (after rotary positions), v and
     # the (B, H, Tq, Tk) weights of every forward while a capture is active
     recorder: Callable[..., None] | None = None

@@ -269,6 +269,7 @@ class SlidingWindowAttention(MultiHeadAttention):
     """
 
     supports_cache = False
+    accepts_attn_mask = False  # builds its own band mask
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from attnlab.attention import AxialRotaryPositionalEncoding, MultiHeadAttention,
 from attnlab.backbones.features import take_indices
 
 AttentionFactory = Callable[..., nn.Module]  # called as factory(dim=D, num_heads=H)
+BlockBias = Callable[[int, Tensor], Tensor]  # (block index, normed block input (B, N, D)) -> mask/bias (B, H, N, N)
 
 
 class FeedForward(nn.Module):
@@ -65,9 +66,21 @@ class EncoderBlock(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(
-        self, x: Tensor, *, mask: Tensor | None, positions: nn.Module, need_weights: bool = False
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None,
+        positions: nn.Module,
+        need_weights: bool = False,
+        attn_bias: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        attn_out = self.attn(self.norm1(x), key_padding_mask=mask, positions=positions, need_weights=need_weights)
+        """x (B, N, D) -> (x', weights (B, H, N, N) | None); ``attn_bias(norm1(x))`` gives an extra bool mask
+        or float bias broadcastable to (B, H, N, N) that may depend on this block's input."""
+        normed = self.norm1(x)
+        attn_mask = None if attn_bias is None else attn_bias(normed)
+        attn_out = self.attn(
+            normed, key_padding_mask=mask, attn_mask=attn_mask, positions=positions, need_weights=need_weights
+        )
         attn_out, weights = attn_out if need_weights else (attn_out, None)
         x = x + self.scale1(self.drop(attn_out))
         x = x + self.scale2(self.mlp(self.norm2(x)))
@@ -78,7 +91,9 @@ class TransformerEncoder(nn.Module):
     """Stack of pre-norm encoder blocks over token sequences.
 
     Contract: ``forward(tokens (B, N, D), mask (B, N) bool | None) -> hidden (B, N, D)``, mask True
-    for real tokens. Attention type and positional encoding are configuration. Intermediate block
+    for real tokens. ``attn_bias(block_index, normed_block_input)`` optionally adds a per-block bool mask
+    or float bias (B, H, N, N) computed from that block's input (a route's data-dependent bias, e.g.
+    forgetting gates over sentence memories). Attention type and positional encoding are configuration. Intermediate block
     outputs come from `forward_intermediates` (segmentation pyramids, probing) or `forward_features`
     (every state plus attention maps, for analysis).
 
@@ -141,18 +156,26 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(WEIGHT_INITS[weight_init])
 
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        hidden, _, _ = self.forward_features(tokens, mask)
+    def forward(self, tokens: Tensor, mask: Tensor | None = None, *, attn_bias: BlockBias | None = None) -> Tensor:
+        hidden, _, _ = self.forward_features(tokens, mask, attn_bias=attn_bias)
         return hidden
 
     def forward_features(
-        self, tokens: Tensor, mask: Tensor | None = None, *, need_weights: bool = False
+        self,
+        tokens: Tensor,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        attn_bias: BlockBias | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Returns (final hidden (B, N, D), every block's output, every block's (B, H, N, N) weights)."""
         x = self._embed(tokens)  # (B, N, D)
         states, weights = [], []
-        for block in self.blocks:
-            x, block_weights = block(x, mask=mask, positions=self.positions, need_weights=need_weights)
+        for index, block in enumerate(self.blocks):
+            block_bias = None if attn_bias is None else partial(attn_bias, index)
+            x, block_weights = block(
+                x, mask=mask, positions=self.positions, need_weights=need_weights, attn_bias=block_bias
+            )
             states.append(x)
             if block_weights is not None:
                 weights.append(block_weights)

@@ -14,13 +14,24 @@ concatenated and projected (tokens past the last slot add into it). Memories are
 after the question, so a relative position encoding (RoPE) sees each sentence's recency, MemN2N's
 temporal encoding. The question region keeps its token positions, so sliding-window attention's global
 question tokens and BiDAF's question states work unchanged.
+
+``forget_heads=k`` turns the first k heads of every block into forgetting attention in story order
+(Forgetting Transformer, Lin et al. 2025): each memory emits a forget gate f in (0, 1) per head from the
+block's input (its own state, modulated by the question's mean state), a memory reads itself and older memories with the bias sum(log f) of the memories in
+between (and the question freely), and the question reads every memory with the bias of the memories
+newer than it. A closed gate hides everything older than its memory, so "the latest event of this kind
+before here" is one sharp lookup instead of a ramp that relative positions must build:
+
+    bias[i, j] = sum_{j newer-than-l older-than i} log f_l   (j older than i),  0 (j = i),  -inf (j newer)
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.training.route import TaskRoute
@@ -35,14 +46,49 @@ class SentenceMemoryRoute(TaskRoute):
     Args:
         dim: backbone width D.
         max_sentence_tokens: position slots per sentence memory.
+        backbone: the built backbone (the module passes it); forgetting heads need its depth and heads.
+        forget_heads: heads per block that read the memories in story order with forget gates (module
+            docstring); 0 leaves every head free.
+        forget_bias_init: starting bias of the gate logits (2.0: f = 0.88, a mild recency at the start).
     """
 
-    def __init__(self, *, dim: int, max_sentence_tokens: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        backbone: nn.Module | None = None,
+        max_sentence_tokens: int = 16,
+        forget_heads: int = 0,
+        forget_bias_init: float = 2.0,
+    ) -> None:
         super().__init__()
         if max_sentence_tokens < 1:
             raise ValueError(f"route max_sentence_tokens={max_sentence_tokens} must be >= 1")
         self.out_dim, self.max_sentence_tokens = dim, max_sentence_tokens
         self.pool = nn.Linear(max_sentence_tokens * dim, dim)
+        self.forget_gates: nn.ModuleList | None = None  # per block: memory (modulated by the question) -> K logits
+        self.forget_asks: nn.ModuleList | None = None  # per block: the question's modulation of the memory
+        if forget_heads:
+            num_heads, depth = getattr(backbone, "num_heads", None), getattr(backbone, "depth", None)
+            if num_heads is None or depth is None or not 0 < forget_heads <= num_heads:
+                raise ValueError(
+                    f"route forget_heads={forget_heads} needs a transformer backbone with at least that many heads "
+                    f"(backbone.num_heads={num_heads}); lower it, or set it to 0"
+                )
+            rejecting = sorted({type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False})
+            if rejecting:
+                raise ValueError(
+                    f"route forget_heads={forget_heads} adds a per-head score bias, which {', '.join(rejecting)} "
+                    "cannot take; use it with attention=sdpa (or additive / luong), or set "
+                    "model.tasks.qa.route.forget_heads=0 (e.g. with attention=sliding_window)"
+                )
+            self.num_heads = num_heads
+            self.forget_gates = nn.ModuleList(nn.Linear(dim, forget_heads) for _ in range(depth))
+            self.forget_asks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(depth))
+            for gate, ask in zip(self.forget_gates, self.forget_asks, strict=True):
+                nn.init.constant_(gate.bias, forget_bias_init)
+                nn.init.zeros_(ask.weight)  # starts unconditioned: gate(memory)
+                nn.init.zeros_(ask.bias)
         self.read = nn.Linear(dim, dim)  # sentence state -> what it asks of its tokens
         self.ask = nn.Linear(dim, dim)  # [CLS] state -> what the question asks of every token (e.g. "a room")
         self.key = nn.Linear(dim, dim)  # token -> what it offers
@@ -58,7 +104,12 @@ class SentenceMemoryRoute(TaskRoute):
         slots = int(batch["question_slots"])
         memories, memory_mask, memory_slot = self.memories(tokens, batch)  # (F, S, D), (F, S), (F, N)
         sequence = torch.cat([tokens[:, :slots], memories], dim=1)  # (F, slots + S, D)
-        hidden = backbone(sequence, torch.cat([mask[:, :slots], memory_mask], dim=1))  # (F, slots + S, D)
+        padding = torch.cat([mask[:, :slots], memory_mask], dim=1)  # (F, slots + S)
+        if self.forget_gates is None:
+            hidden = backbone(sequence, padding)  # (F, slots + S, D)
+        else:
+            bias = partial(self.forgetting_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots])
+            hidden = backbone(sequence, padding, attn_bias=bias)  # (F, slots + S, D)
         sentence_states = torch.gather(
             hidden[:, slots:], 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
         )  # (F, N, D): each token's sentence state
@@ -67,6 +118,38 @@ class SentenceMemoryRoute(TaskRoute):
         features = torch.where(in_context, features, torch.zeros_like(features))
         features = torch.cat([hidden[:, :slots], features[:, slots:]], dim=1)  # question states stay
         return features, mask
+
+    def forgetting_bias(
+        self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor | None = None
+    ) -> Tensor:
+        """Block `block`'s input (F, slots + S, D) -> attention bias (F, H, slots + S, slots + S): forgetting
+        attention over the memories in the first ``forget_heads`` heads, 0 in the others (module docstring).
+
+        A gate reads its memory modulated by the question region's mean state (``question_mask`` (F, slots),
+        True on its real tokens; None: every slot), so what closes a gate can depend on what is asked."""
+        if self.forget_gates is None or self.forget_asks is None:
+            raise RuntimeError("forgetting_bias needs forget_heads > 0")
+        region = normed[:, :slots]  # (F, slots, D)
+        weights = torch.ones_like(region[..., 0]) if question_mask is None else question_mask.to(region.dtype)
+        question = (region * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (F, D)
+        memories = normed[:, slots:]  # (F, S, D), newest first
+        logits = self.forget_gates[block](memories * (1 + self.forget_asks[block](question)[:, None]))  # (F, S, K)
+        log_forget = F.logsigmoid(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits)
+        log_forget = log_forget * memory_mask[..., None]  # padding memories forget nothing
+        newer_or_self = log_forget.cumsum(1)  # (F, S, K): sum over memories 0..s (newer ones and s)
+        newer = newer_or_self - log_forget  # (F, S, K): sum over memories newer than s
+        slot = torch.arange(log_forget.shape[1], device=normed.device)
+        older = (slot[None, :] > slot[:, None])[None, :, :, None]  # (1, S_query, S_key, 1): key older than query
+        itself = (slot[None, :] == slot[:, None])[None, :, :, None]
+        between = newer[:, None] - newer_or_self[:, :, None]  # (F, S_query, S_key, K): memories strictly between
+        memory_rows = torch.where(older, between, torch.where(itself, 0.0, float("-inf")))
+        num_features, num_memories, heads = log_forget.shape
+        free_keys = log_forget.new_zeros(num_features, slots + num_memories, slots, heads)  # the question: no bias
+        question_rows = newer[:, None].expand(-1, slots, -1, -1)  # (F, slots, S, K): the question reads from now
+        gated = torch.cat([free_keys, torch.cat([question_rows, memory_rows], dim=1)], dim=2)  # (F, L, L, K)
+        gated = gated.permute(0, 3, 1, 2)  # (F, K, L, L)
+        free_heads = gated.new_zeros(num_features, self.num_heads - heads, *gated.shape[2:])
+        return torch.cat([gated, free_heads], dim=1)  # (F, H, L, L)
 
     def memories(self, tokens: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """tokens (F, N, D) -> (memories (F, S, D) newest first, their mask (F, S), each token's memory slot
