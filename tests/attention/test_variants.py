@@ -325,10 +325,30 @@ def test_variants_without_score_bias_reject_bias_encodings(name, pos):
         attn(torch.randn(1, 5, 16), positions=positions)
 
 
-def test_sliding_window_rejects_masks_cache_and_bad_config():
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_sliding_window_applies_an_explicit_mask_inside_its_band(kind):
+    torch.manual_seed(0)
+    local = SlidingWindowAttention(dim=16, num_heads=2, window=2, num_global=1).double()
+    full = MultiHeadAttention(dim=16, num_heads=2, backend="reference").double()
+    full.load_state_dict(local.state_dict())
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    real = padding_mask(2, 9, [9, 7])
+    band = sliding_window_mask(9, window=2, num_global=1, device=x.device)
+    if kind == "bool":
+        extra = torch.rand(2, 2, 9, 9) > 0.3
+        extra[..., 0] = True  # every query keeps the global key: no empty row
+        expected = full(x, key_padding_mask=real, attn_mask=band & extra)
+    else:
+        extra = torch.randn(2, 2, 9, 9, dtype=torch.float64)
+        expected = full(x, key_padding_mask=real, attn_mask=extra.masked_fill(~band, float("-inf")))
+    torch.testing.assert_close(local(x, key_padding_mask=real, attn_mask=extra), expected)
+    out, weights = local(x, key_padding_mask=real, attn_mask=extra, need_weights=True)
+    torch.testing.assert_close(out, expected)
+    assert torch.all(weights[..., ~band] == 0)  # nothing outside the band
+
+
+def test_sliding_window_rejects_cache_and_bad_config():
     attn = SlidingWindowAttention(dim=16, num_heads=2, window=2)
-    with pytest.raises(ValueError, match="attn_mask"):
-        attn(torch.randn(1, 5, 16), attn_mask=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="KV cache"):
         attn(torch.randn(1, 5, 16), cache=KVCache(), is_causal=True)
     with pytest.raises(ValueError, match="cross=False"):

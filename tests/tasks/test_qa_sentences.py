@@ -4,6 +4,7 @@ the backbone over [question; memories], and token features back for the span hea
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pytest
 import torch
@@ -266,5 +267,13 @@ def test_route_with_forgetting_heads_trains_the_gates(babi):
     torch.testing.assert_close(together[0, : alone.shape[1]], alone[0], rtol=1e-4, atol=1e-5)
     together.square().sum().backward()
     assert all(gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0 for gate in route.forget_gates)
-    with pytest.raises(ValueError, match="forget_heads=5"):
+    with pytest.raises(ValueError, match="forget_heads=5 must be in 0..backbone.num_heads=2"):
         SentenceMemoryRoute(dim=16, backbone=backbone, forget_heads=5)
+    from attnlab.attention import LinearAttention
+    from attnlab.backbones import RecurrentEncoder
+
+    with pytest.raises(ValueError, match="forget_heads=0 to use this backbone"):
+        SentenceMemoryRoute(dim=16, backbone=RecurrentEncoder(dim=16), forget_heads=1)
+    linear = TransformerEncoder(dim=16, depth=1, num_heads=2, attention=partial(LinearAttention, chunk_size=4))
+    with pytest.raises(ValueError, match="LinearAttention cannot take.*forget_heads=0"):
+        SentenceMemoryRoute(dim=16, backbone=linear, forget_heads=1)

@@ -265,11 +265,11 @@ class SlidingWindowAttention(MultiHeadAttention):
         impl: ``chunked`` (blocks over fused SDPA, any device), ``flex`` (compiled FlexAttention,
             no position bias), ``auto`` (flex on CUDA without bias, else chunked).
         block_size: query block of the chunked path; default max(64, window).
-        others: as `MultiHeadAttention`; self-attention only, no KV cache.
+        others: as `MultiHeadAttention`; self-attention only, no KV cache. An explicit ``attn_mask``
+            (bool or float bias) is applied inside the band on the dense path (memory quadratic in length).
     """
 
     supports_cache = False
-    accepts_attn_mask = False  # builds its own band mask
 
     def __init__(
         self,
@@ -304,19 +304,23 @@ class SlidingWindowAttention(MultiHeadAttention):
         self.window, self.num_global, self.impl, self.block_size = window, num_global, impl, block_size
 
     def attend(self, q, k, v, *, key_padding_mask, attn_mask, is_causal, positions, q_start, need_weights):
-        if attn_mask is not None:
-            raise ValueError(
-                "sliding-window attention builds its own mask and takes no attn_mask; "
-                "pass key_padding_mask / is_causal and set attention.window / attention.num_global"
-            )
         length = q.shape[2]
-        if need_weights:  # exact maps through the dense reference path
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights or attn_mask is not None:
+            # dense: exact maps through the reference path, or the band within a caller's (already dense)
+            # mask or score bias (e.g. a route's forgetting bias); only the mask-free path is linear in length
             band = sliding_window_mask(
                 length, window=self.window, num_global=self.num_global, is_causal=is_causal, device=q.device
             )
+            if attn_mask is not None:
+                band = band & attn_mask if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~band, float("-inf"))
             mask = score_mask(q, k, key_padding_mask, band, positions, q_start)
-            return reference_attention(q, k, v, attn_mask=mask)
-        dropout_p = self.dropout if self.training else 0.0
+            if need_weights:
+                return reference_attention(q, k, v, attn_mask=mask)
+            out = scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, backend=self.backend, strict=self.strict
+            )
+            return out, None
         has_bias = positions is not None and positions.bias(1, 1, device=q.device) is not None
         use_flex = self.impl == "flex" or (self.impl == "auto" and q.is_cuda and not has_bias and dropout_p == 0)
         if use_flex:

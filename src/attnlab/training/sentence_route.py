@@ -27,6 +27,7 @@ before here" is one sharp lookup instead of a ramp that relative positions must 
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any
 
@@ -69,18 +70,24 @@ class SentenceMemoryRoute(TaskRoute):
         self.forget_gates: nn.ModuleList | None = None  # per block: memory (modulated by the question) -> K logits
         self.forget_asks: nn.ModuleList | None = None  # per block: the question's modulation of the memory
         if forget_heads:
+            takes_bias = backbone is not None and "attn_bias" in inspect.signature(backbone.forward).parameters
             num_heads, depth = getattr(backbone, "num_heads", None), getattr(backbone, "depth", None)
-            if num_heads is None or depth is None or not 0 < forget_heads <= num_heads:
+            if not takes_bias or num_heads is None or depth is None:
                 raise ValueError(
-                    f"route forget_heads={forget_heads} needs a transformer backbone with at least that many heads "
-                    f"(backbone.num_heads={num_heads}); lower it, or set it to 0"
+                    f"route forget_heads={forget_heads} needs a transformer backbone that takes a per-block attention "
+                    f"bias (backbone=compact_rope, tiny, small, ...), not {type(backbone).__name__}; set "
+                    "model.tasks.qa.route.forget_heads=0 to use this backbone"
+                )
+            if not 0 < forget_heads <= num_heads:
+                raise ValueError(
+                    f"route forget_heads={forget_heads} must be in 0..backbone.num_heads={num_heads}; lower it"
                 )
             rejecting = sorted({type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False})
             if rejecting:
                 raise ValueError(
                     f"route forget_heads={forget_heads} adds a per-head score bias, which {', '.join(rejecting)} "
-                    "cannot take; use it with attention=sdpa (or additive / luong), or set "
-                    "model.tasks.qa.route.forget_heads=0 (e.g. with attention=sliding_window)"
+                    "cannot take; use it with attention=sdpa (or sliding_window, additive, luong), or set "
+                    "model.tasks.qa.route.forget_heads=0"
                 )
             self.num_heads = num_heads
             self.forget_gates = nn.ModuleList(nn.Linear(dim, forget_heads) for _ in range(depth))
