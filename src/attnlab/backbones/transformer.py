@@ -93,9 +93,9 @@ class TransformerEncoder(nn.Module):
     Contract: ``forward(tokens (B, N, D), mask (B, N) bool | None) -> hidden (B, N, D)``, mask True
     for real tokens. ``attn_bias(block_index, normed_block_input)`` optionally adds a per-block bool mask
     or float bias (B, H, N, N) computed from that block's input (a route's data-dependent bias, e.g.
-    forgetting gates over sentence memories). Attention type and positional encoding are configuration. Intermediate block
-    outputs come from `forward_intermediates` (segmentation pyramids, probing) or `forward_features`
-    (every state plus attention maps, for analysis).
+    forgetting gates over sentence memories). Attention type and positional encoding are configuration.
+    Intermediate block outputs come from `forward_intermediates` (segmentation pyramids, probing) or
+    `forward_features` (every state plus attention maps, for analysis).
 
     Args:
         dim: model width D.

@@ -16,13 +16,15 @@ temporal encoding. The question region keeps its token positions, so sliding-win
 question tokens and BiDAF's question states work unchanged.
 
 ``forget_heads=k`` turns the first k heads of every block into forgetting attention in story order
-(Forgetting Transformer, Lin et al. 2025): each memory emits a forget gate f in (0, 1) per head from the
-block's input (its own state, modulated by the question's mean state), a memory reads itself and older memories with the bias sum(log f) of the memories in
-between (and the question freely), and the question reads every memory with the bias of the memories
-newer than it. A closed gate hides everything older than its memory, so "the latest event of this kind
-before here" is one sharp lookup instead of a ramp that relative positions must build:
+(Forgetting Transformer, Lin et al. 2025). Each memory emits a forget gate f in (0, 1) per head from the
+block's input (its own state, modulated by the question's mean state). A memory reads the question
+freely, itself, and older memories with the bias sum(log f) over the memories in between; the question
+reads every memory with the bias of the memories newer than it. A closed gate hides everything older
+than its memory, so "the latest event of this kind before here" is one sharp lookup instead of a ramp
+that relative positions must build. For memories i (query) and j (key):
 
-    bias[i, j] = sum_{j newer-than-l older-than i} log f_l   (j older than i),  0 (j = i),  -inf (j newer)
+    bias[i, j] = sum of log f_l over the memories l newer than j and older than i   (j older than i)
+               = 0 (j = i),  -inf (j newer than i)
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ class SentenceMemoryRoute(TaskRoute):
                 raise ValueError(
                     f"route forget_heads={forget_heads} must be in 0..backbone.num_heads={num_heads}; lower it"
                 )
-            rejecting = sorted({type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False})
+            rejecting = sorted(
+                {type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False}
+            )
             if rejecting:
                 raise ValueError(
                     f"route forget_heads={forget_heads} adds a per-head score bias, which {', '.join(rejecting)} "
