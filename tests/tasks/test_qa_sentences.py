@@ -223,8 +223,9 @@ def test_forgetting_bias_matches_the_gate_products_in_story_order():
     slots, counts = 3, [4, 2]
     normed = torch.randn(2, slots + 4, 12, dtype=torch.float64)
     memory_mask = torch.arange(4)[None] < torch.tensor(counts)[:, None]
+    every_slot = torch.ones(2, slots, dtype=torch.bool)
     with torch.no_grad():
-        bias = route.forgetting_bias(1, normed, slots=slots, memory_mask=memory_mask)  # (F, H, L, L)
+        bias = route.forgetting_bias(1, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)  # (F, H, L, L)
     assert bias.shape == (2, 3, slots + 4, slots + 4)
     assert torch.all(bias[:, 2] == 0)  # the third head is free
     log_f = torch.nn.functional.logsigmoid(route.forget_gates[1](normed[:, slots:])).detach()  # (F, S, K): ask starts at 0
@@ -250,7 +251,7 @@ def test_forgetting_bias_matches_the_gate_products_in_story_order():
     with torch.no_grad():
         route.forget_gates[0].weight.zero_()
         route.forget_gates[0].bias.fill_(-60.0)
-    closed = route.forgetting_bias(0, normed, slots=slots, memory_mask=memory_mask)
+    closed = route.forgetting_bias(0, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)
     assert closed[0, 0, 0, slots] == 0 and closed[0, 0, 0, slots + 1] < -50  # question: newest only
     assert closed[0, 0, slots, slots + 1] == 0 and closed[0, 0, slots, slots + 2] < -50  # memory: its predecessor only
 

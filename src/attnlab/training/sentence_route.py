@@ -131,17 +131,17 @@ class SentenceMemoryRoute(TaskRoute):
         return features, mask
 
     def forgetting_bias(
-        self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor | None = None
+        self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor
     ) -> Tensor:
         """Block `block`'s input (F, slots + S, D) -> attention bias (F, H, slots + S, slots + S): forgetting
         attention over the memories in the first ``forget_heads`` heads, 0 in the others (module docstring).
 
         A gate reads its memory modulated by the question region's mean state (``question_mask`` (F, slots),
-        True on its real tokens; None: every slot), so what closes a gate can depend on what is asked."""
+        True on its real tokens), so what closes a gate can depend on what is asked."""
         if self.forget_gates is None or self.forget_asks is None:
             raise RuntimeError("forgetting_bias needs forget_heads > 0")
         region = normed[:, :slots]  # (F, slots, D)
-        weights = torch.ones_like(region[..., 0]) if question_mask is None else question_mask.to(region.dtype)
+        weights = question_mask.to(region.dtype)  # (F, slots)
         question = (region * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)  # (F, D)
         memories = normed[:, slots:]  # (F, S, D), newest first
         logits = self.forget_gates[block](memories * (1 + self.forget_asks[block](question)[:, None]))  # (F, S, K)
