@@ -3,6 +3,7 @@ the backbone over [question; memories], and token features back for the span hea
 
 from __future__ import annotations
 
+import math
 import re
 from functools import partial
 
@@ -225,7 +226,7 @@ def test_forgetting_bias_matches_the_gate_products_in_story_order():
     memory_mask = torch.arange(4)[None] < torch.tensor(counts)[:, None]
     every_slot = torch.ones(2, slots, dtype=torch.bool)
     with torch.no_grad():
-        bias = route.forgetting_bias(1, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)  # (F, H, L, L)
+        bias = route.attention_bias(1, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)  # (F, H, L, L)
     assert bias.shape == (2, 3, slots + 4, slots + 4)
     assert torch.all(bias[:, 2] == 0)  # the third head is free
     log_f = torch.nn.functional.logsigmoid(route.forget_gates[1](normed[:, slots:])).detach()  # (F, S, K): ask starts at 0
@@ -252,8 +253,48 @@ def test_forgetting_bias_matches_the_gate_products_in_story_order():
         route.forget_gates[0].weight.zero_()
         route.forget_gates[0].bias.fill_(-60.0)
     closed = route.forgetting_bias(0, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)
+    assert closed.shape == (2, 2, slots + 4, slots + 4)
     assert closed[0, 0, 0, slots] == 0 and closed[0, 0, 0, slots + 1] < -50  # question: newest only
     assert closed[0, 0, slots, slots + 1] == 0 and closed[0, 0, slots, slots + 2] < -50  # memory: its predecessor only
+
+
+def test_stick_bias_breaks_the_stick_from_the_query_outwards():
+    torch.manual_seed(0)
+    backbone = TransformerEncoder(dim=12, depth=2, num_heads=3, pos_encoding="rope", weight_init="xavier")
+    route = SentenceMemoryRoute(dim=12, backbone=backbone, max_sentence_tokens=2, forget_heads=1, stick_heads=1).double()
+    slots, counts = 2, [4, 3]
+    normed = torch.randn(2, slots + 4, 12, dtype=torch.float64)
+    memory_mask = torch.arange(4)[None] < torch.tensor(counts)[:, None]
+    every_slot = torch.ones(2, slots, dtype=torch.bool)
+    with torch.no_grad():
+        bias = route.attention_bias(0, normed, slots=slots, memory_mask=memory_mask, question_mask=every_slot)
+        stick = route.stick_bias(0, normed, slots=slots, memory_mask=memory_mask)[:, 0]  # (F, L, L)
+        queries = route.stick_queries[0](normed)  # (F, L, d)
+        keys = route.stick_keys[0](normed[:, slots:])  # (F, S, d)
+    assert bias.shape == (2, 3, slots + 4, slots + 4) and torch.equal(bias[:, 1], stick) and torch.all(bias[:, 2] == 0)
+    offset = float(route.stick_offsets[0, 0].detach())
+    for feature, count in enumerate(counts):
+        for i in range(slots + 4):
+            nearest = 0 if i < slots else i - slots  # the question starts at the newest memory, a memory at itself
+            readable = [m for m in range(nearest, count)]
+            remaining, expected = 1.0, {}
+            for m in readable:  # walk outwards: newest first is older and older
+                share = 1 / (1 + math.exp(-(float(queries[feature, i] @ keys[feature, m]) / 2.0 + offset)))  # d = 4
+                expected[slots + m] = remaining * share
+                remaining *= 1 - share
+            for j in range(slots + 4):
+                got = math.exp(float(stick[feature, i, j]))
+                want = remaining if j < slots else expected.get(j, 0.0)
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (feature, i, j)
+            # every row is a distribution over one question token's share and the readable memories
+            assert sum(expected.values()) + remaining == pytest.approx(1.0, rel=1e-9)
+    # a query matching its nearest memory takes the whole stick there: the nearest match wins
+    with torch.no_grad():
+        route.stick_offsets.fill_(60.0)
+        greedy = route.stick_bias(0, normed, slots=slots, memory_mask=memory_mask)[0, 0]
+    assert greedy[0, slots] == pytest.approx(0.0, abs=1e-12) and greedy[0, slots + 1] < -50  # question: newest
+    assert greedy[slots + 1, slots + 1] == pytest.approx(0.0, abs=1e-12) and greedy[slots + 1, slots + 2] < -50
+    assert greedy[slots + 1, slots] == float("-inf")  # never a newer memory
 
 
 def test_route_with_forgetting_heads_trains_the_gates(babi):
@@ -268,13 +309,13 @@ def test_route_with_forgetting_heads_trains_the_gates(babi):
     torch.testing.assert_close(together[0, : alone.shape[1]], alone[0], rtol=1e-4, atol=1e-5)
     together.square().sum().backward()
     assert all(gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0 for gate in route.forget_gates)
-    with pytest.raises(ValueError, match="forget_heads=5 must be in 0..backbone.num_heads=2"):
-        SentenceMemoryRoute(dim=16, backbone=backbone, forget_heads=5)
+    with pytest.raises(ValueError, match="forget_heads=1 stick_heads=2 must together be at most backbone.num_heads=2"):
+        SentenceMemoryRoute(dim=16, backbone=backbone, forget_heads=1, stick_heads=2)
     from attnlab.attention import LinearAttention
     from attnlab.backbones import RecurrentEncoder
 
-    with pytest.raises(ValueError, match="forget_heads=0 to use this backbone"):
+    with pytest.raises(ValueError, match="forget_heads=0 and stick_heads=0 to use this backbone"):
         SentenceMemoryRoute(dim=16, backbone=RecurrentEncoder(dim=16), forget_heads=1)
     linear = TransformerEncoder(dim=16, depth=1, num_heads=2, attention=partial(LinearAttention, chunk_size=4))
     with pytest.raises(ValueError, match="LinearAttention cannot take.*forget_heads=0"):
-        SentenceMemoryRoute(dim=16, backbone=linear, forget_heads=1)
+        SentenceMemoryRoute(dim=16, backbone=linear, stick_heads=1)

@@ -25,11 +25,25 @@ that relative positions must build. For memories i (query) and j (key):
 
     bias[i, j] = sum of log f_l over the memories l newer than j and older than i   (j older than i)
                = 0 (j = i),  -inf (j newer than i)
+
+``stick_heads=k`` turns the next k heads into stick-breaking attention over the memories (Tan et al. 2024):
+the lookup "the nearest older memory that matches me", where the match depends on the query (the same
+actor's previous move), which a forget gate, being the same for every query, cannot express. A query i
+scores every memory j it may read with s_ij = q_i . k_j / sqrt(d) + b (its own projections); walking from
+itself to older memories (the question: from the newest), each memory takes sigmoid(s_ij) of the stick
+that the nearer ones left, and each question token gets what is left over (a query with no match reads
+the question):
+
+    bias[i, j] = log sigmoid(s_ij) + sum of log(1 - sigmoid(s_il)) over the memories l from i to j, j excluded
+    bias[i, q] = sum of log(1 - sigmoid(s_il)) over every memory l it may read    (q a question token)
+
+The heads' softmax adds these biases to their own scores, so it starts from the stick weights.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from functools import partial
 from typing import Any
 
@@ -53,6 +67,9 @@ class SentenceMemoryRoute(TaskRoute):
         forget_heads: heads per block that read the memories in story order with forget gates (module
             docstring); 0 leaves every head free.
         forget_bias_init: starting bias of the gate logits (2.0: f = 0.88, a mild recency at the start).
+        stick_heads: the next heads per block, read the memories by stick-breaking from the query outwards
+            (module docstring); 0 for none.
+        stick_bias_init: starting offset b of the stick scores (-2.0: each memory takes about 0.12 of the stick).
     """
 
     def __init__(
@@ -63,6 +80,8 @@ class SentenceMemoryRoute(TaskRoute):
         max_sentence_tokens: int = 16,
         forget_heads: int = 0,
         forget_bias_init: float = 2.0,
+        stick_heads: int = 0,
+        stick_bias_init: float = -2.0,
     ) -> None:
         super().__init__()
         if max_sentence_tokens < 1:
@@ -71,38 +90,54 @@ class SentenceMemoryRoute(TaskRoute):
         self.pool = nn.Linear(max_sentence_tokens * dim, dim)
         self.forget_gates: nn.ModuleList | None = None  # per block: memory (modulated by the question) -> K logits
         self.forget_asks: nn.ModuleList | None = None  # per block: the question's modulation of the memory
+        self.stick_queries: nn.ModuleList | None = None  # per block: position -> K stick queries
+        self.stick_keys: nn.ModuleList | None = None  # per block: memory -> K stick keys
+        self.forget_heads, self.stick_heads = forget_heads, stick_heads
+        if forget_heads < 0 or stick_heads < 0:
+            raise ValueError(f"route forget_heads={forget_heads} and stick_heads={stick_heads} must be >= 0")
+        if forget_heads or stick_heads:
+            self.num_heads = self._check_backbone(backbone, forget_heads, stick_heads)
+            depth = backbone.depth  # type: ignore[union-attr]
         if forget_heads:
-            takes_bias = backbone is not None and "attn_bias" in inspect.signature(backbone.forward).parameters
-            num_heads, depth = getattr(backbone, "num_heads", None), getattr(backbone, "depth", None)
-            if not takes_bias or num_heads is None or depth is None:
-                raise ValueError(
-                    f"route forget_heads={forget_heads} needs a transformer backbone that takes a per-block attention "
-                    f"bias (backbone=compact_rope, tiny, small, ...), not {type(backbone).__name__}; set "
-                    "model.tasks.qa.route.forget_heads=0 to use this backbone"
-                )
-            if not 0 < forget_heads <= num_heads:
-                raise ValueError(
-                    f"route forget_heads={forget_heads} must be in 0..backbone.num_heads={num_heads}; lower it"
-                )
-            rejecting = sorted(
-                {type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False}
-            )
-            if rejecting:
-                raise ValueError(
-                    f"route forget_heads={forget_heads} adds a per-head score bias, which {', '.join(rejecting)} "
-                    "cannot take; use it with attention=sdpa (or sliding_window, additive, luong), or set "
-                    "model.tasks.qa.route.forget_heads=0"
-                )
-            self.num_heads = num_heads
             self.forget_gates = nn.ModuleList(nn.Linear(dim, forget_heads) for _ in range(depth))
             self.forget_asks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(depth))
             for gate, ask in zip(self.forget_gates, self.forget_asks, strict=True):
                 nn.init.constant_(gate.bias, forget_bias_init)
                 nn.init.zeros_(ask.weight)  # starts unconditioned: gate(memory)
                 nn.init.zeros_(ask.bias)
+        if stick_heads:
+            self.stick_dim = dim // self.num_heads
+            self.stick_queries = nn.ModuleList(nn.Linear(dim, stick_heads * self.stick_dim) for _ in range(depth))
+            self.stick_keys = nn.ModuleList(nn.Linear(dim, stick_heads * self.stick_dim) for _ in range(depth))
+            self.stick_offsets = nn.Parameter(torch.full((depth, stick_heads), stick_bias_init))
         self.read = nn.Linear(dim, dim)  # sentence state -> what it asks of its tokens
         self.ask = nn.Linear(dim, dim)  # [CLS] state -> what the question asks of every token (e.g. "a room")
         self.key = nn.Linear(dim, dim)  # token -> what it offers
+
+    @staticmethod
+    def _check_backbone(backbone: nn.Module | None, forget_heads: int, stick_heads: int) -> int:
+        """The backbone's heads per block, after checking that its attention takes a per-head score bias."""
+        heads = f"forget_heads={forget_heads} stick_heads={stick_heads}"
+        takes_bias = backbone is not None and "attn_bias" in inspect.signature(backbone.forward).parameters
+        num_heads, depth = getattr(backbone, "num_heads", None), getattr(backbone, "depth", None)
+        if not takes_bias or num_heads is None or depth is None:
+            raise ValueError(
+                f"route {heads} needs a transformer backbone that takes a per-block attention bias "
+                f"(backbone=compact_rope, tiny, small, ...), not {type(backbone).__name__}; set "
+                "model.tasks.qa.route.forget_heads=0 and stick_heads=0 to use this backbone"
+            )
+        if forget_heads + stick_heads > num_heads:
+            raise ValueError(f"route {heads} must together be at most backbone.num_heads={num_heads}; lower them")
+        rejecting = sorted(
+            {type(m).__name__ for m in backbone.modules() if getattr(m, "accepts_attn_mask", True) is False}
+        )
+        if rejecting:
+            raise ValueError(
+                f"route {heads} adds a per-head score bias, which {', '.join(rejecting)} cannot take; use it "
+                "with attention=sdpa (or sliding_window, additive, luong), or set "
+                "model.tasks.qa.route.forget_heads=0 and stick_heads=0"
+            )
+        return int(num_heads)
 
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         for key in ("sentence_ids", "sentence_positions", "question_slots"):
@@ -116,10 +151,10 @@ class SentenceMemoryRoute(TaskRoute):
         memories, memory_mask, memory_slot = self.memories(tokens, batch)  # (F, S, D), (F, S), (F, N)
         sequence = torch.cat([tokens[:, :slots], memories], dim=1)  # (F, slots + S, D)
         padding = torch.cat([mask[:, :slots], memory_mask], dim=1)  # (F, slots + S)
-        if self.forget_gates is None:
+        if not (self.forget_heads or self.stick_heads):
             hidden = backbone(sequence, padding)  # (F, slots + S, D)
         else:
-            bias = partial(self.forgetting_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots])
+            bias = partial(self.attention_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots])
             hidden = backbone(sequence, padding, attn_bias=bias)  # (F, slots + S, D)
         sentence_states = torch.gather(
             hidden[:, slots:], 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
@@ -130,11 +165,47 @@ class SentenceMemoryRoute(TaskRoute):
         features = torch.cat([hidden[:, :slots], features[:, slots:]], dim=1)  # question states stay
         return features, mask
 
+    def attention_bias(
+        self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor
+    ) -> Tensor:
+        """Block `block`'s input (F, L = slots + S, D) -> attention bias (F, H, L, L): the forgetting heads,
+        then the stick-breaking heads, then 0 in the free heads (module docstring)."""
+        parts = []
+        if self.forget_heads:
+            parts.append(self.forgetting_bias(block, normed, slots=slots, memory_mask=memory_mask,
+                                              question_mask=question_mask))
+        if self.stick_heads:
+            parts.append(self.stick_bias(block, normed, slots=slots, memory_mask=memory_mask))
+        free = self.num_heads - self.forget_heads - self.stick_heads
+        parts.append(parts[0].new_zeros(normed.shape[0], free, *parts[0].shape[2:]))
+        return torch.cat(parts, dim=1)  # (F, H, L, L)
+
+    def stick_bias(self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor) -> Tensor:
+        """Block `block`'s input (F, L = slots + S, D) -> stick-breaking bias (F, stick_heads, L, L) (module
+        docstring): memory i breaks the stick over itself and older memories, the question over every memory."""
+        if self.stick_queries is None or self.stick_keys is None:
+            raise RuntimeError("stick_bias needs stick_heads > 0")
+        num_features, length, _ = normed.shape
+        num_memories, heads = length - slots, self.stick_heads
+        queries = self.stick_queries[block](normed).view(num_features, length, heads, -1).transpose(1, 2)  # (F, K, L, d)
+        keys = self.stick_keys[block](normed[:, slots:]).view(num_features, num_memories, heads, -1).transpose(1, 2)
+        scores = queries @ keys.transpose(-1, -2) / math.sqrt(self.stick_dim)  # (F, K, L, S)
+        scores = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores  # sums need fp32
+        scores = scores + self.stick_offsets[block].to(scores.dtype)[None, :, None, None]
+        slot = torch.arange(num_memories, device=normed.device)
+        first = torch.cat([slot.new_zeros(slots), slot])  # (L,): the nearest memory each position may read
+        readable = (slot[None, :] >= first[:, None])[None, None] & memory_mask[:, None, None, :]  # (F, 1, L, S)
+        stays = F.logsigmoid(-scores).masked_fill(~readable, 0.0)  # log(1 - sigmoid(s)): the stick passes on
+        taken_before = stays.cumsum(-1) - stays  # (F, K, L, S): what nearer memories took
+        memory_part = (F.logsigmoid(scores) + taken_before).masked_fill(~readable, float("-inf"))
+        leftover = stays.sum(-1, keepdim=True).expand(-1, -1, -1, slots)  # (F, K, L, slots)
+        return torch.cat([leftover, memory_part], dim=-1)  # (F, K, L, L)
+
     def forgetting_bias(
         self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor
     ) -> Tensor:
-        """Block `block`'s input (F, slots + S, D) -> attention bias (F, H, slots + S, slots + S): forgetting
-        attention over the memories in the first ``forget_heads`` heads, 0 in the others (module docstring).
+        """Block `block`'s input (F, L = slots + S, D) -> forgetting bias (F, forget_heads, L, L) over the
+        memories (module docstring).
 
         A gate reads its memory modulated by the question region's mean state (``question_mask`` (F, slots),
         True on its real tokens), so what closes a gate can depend on what is asked."""
@@ -158,9 +229,7 @@ class SentenceMemoryRoute(TaskRoute):
         free_keys = log_forget.new_zeros(num_features, slots + num_memories, slots, heads)  # the question: no bias
         question_rows = newer[:, None].expand(-1, slots, -1, -1)  # (F, slots, S, K): the question reads from now
         gated = torch.cat([free_keys, torch.cat([question_rows, memory_rows], dim=1)], dim=2)  # (F, L, L, K)
-        gated = gated.permute(0, 3, 1, 2)  # (F, K, L, L)
-        free_heads = gated.new_zeros(num_features, self.num_heads - heads, *gated.shape[2:])
-        return torch.cat([gated, free_heads], dim=1)  # (F, H, L, L)
+        return gated.permute(0, 3, 1, 2)  # (F, K, L, L)
 
     def memories(self, tokens: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """tokens (F, N, D) -> (memories (F, S, D) newest first, their mask (F, S), each token's memory slot
