@@ -82,6 +82,25 @@ def test_memories_pool_each_sentence_in_order_newest_first(babi):
     assert torch.all(memory_slot[0][sentence_ids < 0] == -1)
 
 
+def test_memory_positions_add_each_memory_age_newest_first(babi):
+    plain, adapter, _ = tiny_route()
+    timed = SentenceMemoryRoute(dim=16, max_sentence_tokens=4, memory_positions="sinusoidal")
+    timed.pool.load_state_dict(plain.pool.state_dict())
+    batch = babi.collate([babi.splits["train"][0]])
+    tokens, _ = adapter(batch)
+    without, mask, _ = plain.memories(tokens, batch)
+    with_age, _, _ = timed.memories(tokens, batch)
+    count = int(mask[0].sum())
+    age = with_age[0, :count] - without[0, :count]  # (S, D): the encoding of slots 0.. (0 = the newest sentence)
+    torch.testing.assert_close(age[0, 1::2], torch.ones(8))  # cos(0) at age 0
+    torch.testing.assert_close(age[1, 0], torch.sin(torch.tensor(1.0)))  # sin(1 * the first frequency) at age 1
+    short = SentenceMemoryRoute(dim=16, max_sentence_tokens=4, memory_positions="learned", max_memories=count - 1)
+    with pytest.raises(ValueError, match="raise model.tasks.qa.route.max_memories"):
+        short.memories(tokens, batch)
+    with pytest.raises(ValueError, match="memory_positions='rope' is unknown"):
+        SentenceMemoryRoute(dim=16, memory_positions="rope")
+
+
 def test_route_features_do_not_depend_on_the_rest_of_the_batch(babi):
     route, adapter, backbone = tiny_route()
     items = [babi.splits["train"][i] for i in range(len(babi.splits["train"]))]

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.attention import build_positional_encoding
 from attnlab.training.route import TaskRoute
 
 
@@ -70,6 +71,10 @@ class SentenceMemoryRoute(TaskRoute):
         stick_heads: the next heads per block, read the memories by stick-breaking from the query outwards
             (module docstring); 0 for none.
         stick_bias_init: starting offset b of the stick scores (-2.0: each memory takes about 0.12 of the stick).
+        memory_positions: ``none`` | ``sinusoidal`` | ``learned``: an absolute encoding of each memory's age
+            (its newest-first slot) added to its vector, MemN2N's temporal encoding in the content, so a
+            state that reads a memory also reads when it happened (RoPE only shapes the scores).
+        max_memories: memories per feature the ``memory_positions`` table covers.
     """
 
     def __init__(
@@ -82,12 +87,18 @@ class SentenceMemoryRoute(TaskRoute):
         forget_bias_init: float = 2.0,
         stick_heads: int = 0,
         stick_bias_init: float = -2.0,
+        memory_positions: str = "none",
+        max_memories: int = 1024,
     ) -> None:
         super().__init__()
         if max_sentence_tokens < 1:
             raise ValueError(f"route max_sentence_tokens={max_sentence_tokens} must be >= 1")
         self.out_dim, self.max_sentence_tokens = dim, max_sentence_tokens
         self.pool = nn.Linear(max_sentence_tokens * dim, dim)
+        if memory_positions not in ("none", "sinusoidal", "learned"):
+            raise ValueError(f"route memory_positions='{memory_positions}' is unknown; choose none, sinusoidal or learned")
+        self.memory_positions = build_positional_encoding(memory_positions, dim=dim, num_heads=1, max_len=max_memories)
+        self.max_memories = max_memories if memory_positions != "none" else None
         self.forget_gates: nn.ModuleList | None = None  # per block: memory (modulated by the question) -> K logits
         self.forget_asks: nn.ModuleList | None = None  # per block: the question's modulation of the memory
         self.stick_queries: nn.ModuleList | None = None  # per block: position -> K stick queries
@@ -156,10 +167,9 @@ class SentenceMemoryRoute(TaskRoute):
         else:
             bias = partial(self.attention_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots])
             hidden = backbone(sequence, padding, attn_bias=bias)  # (F, slots + S, D)
-        sentence_states = torch.gather(
-            hidden[:, slots:], 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
-        )  # (F, N, D): each token's sentence state
-        features = (self.read(sentence_states) + self.ask(hidden[:, :1])) * self.key(tokens)  # (F, N, D)
+        reads = self.read(hidden[:, slots:])  # (F, S, D): per memory, then copied to its tokens (read is linear)
+        sentence_reads = torch.gather(reads, 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, reads.shape[-1]))
+        features = (sentence_reads + self.ask(hidden[:, :1])) * self.key(tokens)  # (F, N, D)
         in_context = (memory_slot >= 0)[..., None]
         features = torch.where(in_context, features, torch.zeros_like(features))
         features = torch.cat([hidden[:, :slots], features[:, slots:]], dim=1)  # question states stay
@@ -237,13 +247,18 @@ class SentenceMemoryRoute(TaskRoute):
         sentence_ids = batch["sentence_ids"]  # (F, N)
         memory_slot, counts = _memory_slots(sentence_ids)
         num_memories = max(int(counts.max()), 1)
+        if self.max_memories is not None and num_memories > self.max_memories:
+            raise ValueError(
+                f"a feature holds {num_memories} sentences, more than route max_memories={self.max_memories} that "
+                "memory_positions covers; raise model.tasks.qa.route.max_memories"
+            )
         num_features, _, dim = tokens.shape
         inside = memory_slot >= 0  # (F, N)
         feature_index = torch.arange(num_features, device=tokens.device)[:, None].expand_as(sentence_ids)
         position = batch["sentence_positions"].clamp(max=self.max_sentence_tokens - 1)
         grid = tokens.new_zeros(num_features, num_memories, self.max_sentence_tokens, dim)  # (F, S, P, D)
         grid.index_put_((feature_index[inside], memory_slot[inside], position[inside]), tokens[inside], accumulate=True)
-        memories = self.pool(grid.flatten(2))  # (F, S, D)
+        memories = self.memory_positions.embed(self.pool(grid.flatten(2)))  # (F, S, D), plus age when enabled
         memory_mask = torch.arange(num_memories, device=tokens.device)[None] < counts[:, None]  # (F, S)
         return memories, memory_mask, memory_slot
 
