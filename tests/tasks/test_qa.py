@@ -235,9 +235,10 @@ def test_question_region_is_the_sliding_window_global_prefix(train_cfg):
     "variant",
     [[], ["model.tasks.qa.head.interaction=bidaf"], ["attention=sliding_window", "attention.window=8"],
      ["backbone.pos_encoding=none"], ["data.support_column=support_spans", "model.tasks.qa.head.support_weight=1.0"],
-     ["model.tasks.qa.route=null"], ["model.tasks.qa.route=null", "attention=sliding_window", "attention.window=8"]],
+     ["model.tasks.qa.route=null"], ["model.tasks.qa.route=null", "attention=sliding_window", "attention.window=8"],
+     ["model.tasks.qa.route.stick_heads=1", "model.tasks.qa.route.memory_positions=sinusoidal"]],
     ids=["full_rope", "bidaf", "sliding_window", "sinusoidal", "strong_supervision", "token_route",
-         "token_route_sliding_window"],
+         "token_route_sliding_window", "stick_heads_memory_ages"],
 )
 def test_fast_dev_run(train_cfg, variant):
     cfg = train_cfg(*TINY_TASK["qa"], *variant, "debug=fdr")
