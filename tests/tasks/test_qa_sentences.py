@@ -338,3 +338,43 @@ def test_route_with_forgetting_heads_trains_the_gates(babi):
     linear = TransformerEncoder(dim=16, depth=1, num_heads=2, attention=partial(LinearAttention, chunk_size=4))
     with pytest.raises(ValueError, match="LinearAttention cannot take.*forget_heads=0"):
         SentenceMemoryRoute(dim=16, backbone=linear, stick_heads=1)
+
+
+def test_hop_supervision_walks_the_supporting_facts_newest_first(babi):
+    _, adapter, _ = tiny_route()
+    backbone = TransformerEncoder(dim=16, depth=3, num_heads=2, pos_encoding="rope", weight_init="xavier")
+    route = SentenceMemoryRoute(dim=16, backbone=backbone, max_sentence_tokens=4, stick_heads=1, hop_weight=2.0)
+    items = [babi.splits["train"][i] for i in range(len(babi.splits["train"]))]
+    batch = babi.collate(items)  # tasks 1 and 3: one fact, and chains of up to three
+    slots = int(batch["question_slots"])
+    tokens, _ = adapter(batch)
+    memories, _, memory_slot = route.memories(tokens, batch)
+    hops = route.hop_targets(batch, memory_slot, memories.shape[1])
+    for feature in range(memory_slot.shape[0]):
+        flagged = (batch["support_labels"][feature] > 0) & (memory_slot[feature] >= 0)
+        facts = sorted(set(memory_slot[feature][flagged].tolist()))  # slot 0 is the newest sentence
+        expected = [(0 if k == 0 else slots + facts[k - 1], slots + fact) for k, fact in enumerate(facts)]
+        got = [tuple(pair) for pair in hops[feature].tolist() if pair[1] >= 0]
+        assert got == expected, feature
+    assert any(len([p for p in hops[f].tolist() if p[1] >= 0]) >= 2 for f in range(hops.shape[0]))  # real chains
+    sticks = []  # the stick bias of each block, in block order
+    original = route.stick_bias
+    route.stick_bias = lambda *args, **kwargs: sticks.append(original(*args, **kwargs)) or sticks[-1]
+    route(backbone, adapter, batch)
+    per_block = []
+    for block, stick in enumerate(sticks):
+        hop = len(sticks) - 1 - block  # the last block holds hop 0
+        if hop >= hops.shape[1]:
+            continue
+        rows = [(f, *hops[f, hop].tolist()) for f in range(hops.shape[0]) if hops[f, hop, 1] >= 0]
+        if rows:
+            per_block.append(-torch.stack([stick[f, 0, q, t] for f, q, t in rows]).mean())
+    torch.testing.assert_close(route.aux_loss, 2.0 * torch.stack(per_block).mean())
+    route.aux_loss.backward()
+    assert route.stick_queries[-1].weight.grad.abs().sum() > 0  # hop 0 trains the last block's stick head
+    no_labels = {key: value for key, value in batch.items() if key != "support_labels"}
+    route.stick_bias = original
+    route(backbone, adapter, no_labels)
+    assert route.aux_loss is None  # evaluation without supporting facts adds nothing
+    with pytest.raises(ValueError, match="hop_weight=1.0 supervises a stick head; set stick_heads >= 1"):
+        SentenceMemoryRoute(dim=16, backbone=backbone, hop_weight=1.0)

@@ -129,6 +129,10 @@ class AttnLabModule(L.LightningModule):
             outputs = self(task_batch, task)
             loss = head.loss(outputs, task_batch)
             batch_size = _batch_size(task_batch)
+            route_loss = getattr(self.routes[task], "aux_loss", None)  # a route's own objective (e.g. supervised hops)
+            if route_loss is not None:
+                self.log(f"{stage}/{task}/route_loss", route_loss, batch_size=batch_size, sync_dist=stage != "train")
+                loss = loss + route_loss
             self.log(f"{stage}/{task}/loss", loss, batch_size=batch_size, prog_bar=stage != "train", sync_dist=stage != "train")
             if stage in head.metric_stages:
                 metrics = self.metrics[f"{stage}_{task}"]

@@ -75,6 +75,10 @@ class SentenceMemoryRoute(TaskRoute):
             (its newest-first slot) added to its vector, MemN2N's temporal encoding in the content, so a
             state that reads a memory also reads when it happened (RoPE only shapes the scores).
         max_memories: memories per feature the ``memory_positions`` table covers.
+        hop_weight: > 0 supervises the first stick head with the supporting facts (batches with
+            ``support_labels``), MemNN's strongly supervised hops: in the last block the question's stick
+            should land on the newest fact, in the block before it the newest fact's on the next older
+            fact, and so on. The mean negative log stick weight, times this, is the route's ``aux_loss``.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class SentenceMemoryRoute(TaskRoute):
         stick_bias_init: float = -2.0,
         memory_positions: str = "none",
         max_memories: int = 1024,
+        hop_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if max_sentence_tokens < 1:
@@ -99,6 +104,10 @@ class SentenceMemoryRoute(TaskRoute):
             raise ValueError(f"route memory_positions='{memory_positions}' is unknown; choose none, sinusoidal or learned")
         self.memory_positions = build_positional_encoding(memory_positions, dim=dim, num_heads=1, max_len=max_memories)
         self.max_memories = max_memories if memory_positions != "none" else None
+        if hop_weight and not stick_heads:
+            raise ValueError(f"route hop_weight={hop_weight} supervises a stick head; set stick_heads >= 1")
+        self.hop_weight = hop_weight
+        self.aux_loss: Tensor | None = None
         self.forget_gates: nn.ModuleList | None = None  # per block: memory (modulated by the question) -> K logits
         self.forget_asks: nn.ModuleList | None = None  # per block: the question's modulation of the memory
         self.stick_queries: nn.ModuleList | None = None  # per block: position -> K stick queries
@@ -165,8 +174,12 @@ class SentenceMemoryRoute(TaskRoute):
         if not (self.forget_heads or self.stick_heads):
             hidden = backbone(sequence, padding)  # (F, slots + S, D)
         else:
-            bias = partial(self.attention_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots])
+            hops = self.hop_targets(batch, memory_slot, memories.shape[1]) if self.hop_weight else None
+            hop_losses: list[Tensor] = []
+            bias = partial(self.attention_bias, slots=slots, memory_mask=memory_mask, question_mask=mask[:, :slots],
+                           hops=hops, hop_losses=hop_losses)
             hidden = backbone(sequence, padding, attn_bias=bias)  # (F, slots + S, D)
+            self.aux_loss = self.hop_weight * torch.stack(hop_losses).mean() if hop_losses else None
         reads = self.read(hidden[:, slots:])  # (F, S, D): per memory, then copied to its tokens (read is linear)
         sentence_reads = torch.gather(reads, 1, memory_slot.clamp(min=0)[..., None].expand(-1, -1, reads.shape[-1]))
         features = (sentence_reads + self.ask(hidden[:, :1])) * self.key(tokens)  # (F, N, D)
@@ -176,7 +189,15 @@ class SentenceMemoryRoute(TaskRoute):
         return features, mask
 
     def attention_bias(
-        self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor, question_mask: Tensor
+        self,
+        block: int,
+        normed: Tensor,
+        *,
+        slots: int,
+        memory_mask: Tensor,
+        question_mask: Tensor,
+        hops: Tensor | None = None,
+        hop_losses: list[Tensor] | None = None,
     ) -> Tensor:
         """Block `block`'s input (F, L = slots + S, D) -> attention bias (F, H, L, L): the forgetting heads,
         then the stick-breaking heads, then 0 in the free heads (module docstring)."""
@@ -185,10 +206,39 @@ class SentenceMemoryRoute(TaskRoute):
             parts.append(self.forgetting_bias(block, normed, slots=slots, memory_mask=memory_mask,
                                               question_mask=question_mask))
         if self.stick_heads:
-            parts.append(self.stick_bias(block, normed, slots=slots, memory_mask=memory_mask))
+            sticks = self.stick_bias(block, normed, slots=slots, memory_mask=memory_mask)  # (F, K, L, L)
+            hop = len(self.stick_queries) - 1 - block  # the last block makes hop 0 (question -> newest fact)
+            if hops is not None and hop_losses is not None and hop < hops.shape[1]:
+                query, target = hops[:, hop, 0], hops[:, hop, 1]  # (F,): rows and key columns, -1: no such hop
+                valid = target >= 0
+                if valid.any():
+                    features = torch.nonzero(valid).flatten()
+                    log_weight = sticks[features, 0, query[valid], target[valid]]
+                    hop_losses.append(-log_weight.mean())
+            parts.append(sticks)
         free = self.num_heads - self.forget_heads - self.stick_heads
         parts.append(parts[0].new_zeros(normed.shape[0], free, *parts[0].shape[2:]))
         return torch.cat(parts, dim=1)  # (F, H, L, L)
+
+    def hop_targets(self, batch: dict[str, Any], memory_slot: Tensor, num_memories: int) -> Tensor | None:
+        """The supervised hops (F, hops, 2): (query row, key column) over [question; memories]; hop 0 goes from
+        [CLS] to the newest supporting fact, hop k from fact k-1 to fact k (facts newest first); -1 pads.
+        None when the batch has no ``support_labels`` (evaluation on data without supporting facts)."""
+        labels = batch.get("support_labels")
+        if labels is None:
+            return None
+        slots = int(batch["question_slots"])
+        flagged = (labels > 0) & (memory_slot >= 0)  # (F, N)
+        is_fact = torch.zeros(memory_slot.shape[0], num_memories, dtype=torch.bool, device=memory_slot.device)
+        is_fact[torch.nonzero(flagged, as_tuple=True)[0], memory_slot[flagged]] = True  # (F, S)
+        num_hops = int(is_fact.sum(1).max()) if is_fact.any() else 0
+        hops = torch.full((memory_slot.shape[0], max(num_hops, 1), 2), -1, dtype=torch.long, device=memory_slot.device)
+        for feature in range(memory_slot.shape[0]):
+            facts = (torch.nonzero(is_fact[feature]).flatten() + slots).tolist()  # newest first
+            for hop, fact in enumerate(facts):
+                hops[feature, hop, 0] = 0 if hop == 0 else facts[hop - 1]
+                hops[feature, hop, 1] = fact
+        return hops
 
     def stick_bias(self, block: int, normed: Tensor, *, slots: int, memory_mask: Tensor) -> Tensor:
         """Block `block`'s input (F, L = slots + S, D) -> stick-breaking bias (F, stick_heads, L, L) (module
