@@ -26,9 +26,10 @@ def test_every_backbone_composes_with_every_task(train_cfg, task, backbone):
             build_model(cfg.model, {})
         return
     if task == "qa" and backbone in ("bigru", "conformer"):  # forgetting heads add a per-block attention bias
-        with pytest.raises(ValueError, match="forget_heads=0 and stick_heads=0 to use this backbone"):
+        with pytest.raises(ValueError, match="forget_heads=0 stick_heads=0 hop_weight=0 to use this backbone"):
             build_model(cfg.model, {})
-        build_model(train_cfg(f"task={task}", f"backbone={backbone}", "model.tasks.qa.route.forget_heads=0").model, {})
+        plain = ["model.tasks.qa.route.forget_heads=0", "model.tasks.qa.route.stick_heads=0", "model.tasks.qa.route.hop_weight=0"]
+        build_model(train_cfg(f"task={task}", f"backbone={backbone}", *plain).model, {})
         return
     if task == "segmentation" and backbone in ("bigru", "conformer"):  # a feature pyramid needs maps from intermediate blocks
         with pytest.raises(ValueError, match="needs a backbone with forward_intermediates"):

@@ -333,7 +333,7 @@ def test_route_with_forgetting_heads_trains_the_gates(babi):
     from attnlab.attention import LinearAttention
     from attnlab.backbones import RecurrentEncoder
 
-    with pytest.raises(ValueError, match="forget_heads=0 and stick_heads=0 to use this backbone"):
+    with pytest.raises(ValueError, match="forget_heads=0 stick_heads=0 hop_weight=0 to use this backbone"):
         SentenceMemoryRoute(dim=16, backbone=RecurrentEncoder(dim=16), forget_heads=1)
     linear = TransformerEncoder(dim=16, depth=1, num_heads=2, attention=partial(LinearAttention, chunk_size=4))
     with pytest.raises(ValueError, match="LinearAttention cannot take.*forget_heads=0"):

@@ -24,6 +24,9 @@ class TaskRoute(nn.Module, ABC):
             unused (DDP requires every trainable parameter to receive a gradient).
         head_kwargs: more constructor arguments for the head, when one width is not enough (a feature
             pyramid hands its per-level channels): ``head(dim=out_dim, **head_kwargs)``.
+        aux_loss: set by ``forward`` when the route has an objective of its own (the sentence-memory
+            route's supervised hops), else None; the module adds it to the task's loss and logs it as
+            ``{stage}/{task}/route_loss``.
 
     A route whose constructor takes ``backbone=`` gets the built backbone (to size its layers from, e.g.,
     a timm model's ``feature_info``); it must not keep it as a submodule (the module holds it).
@@ -32,6 +35,7 @@ class TaskRoute(nn.Module, ABC):
     out_dim: int
     uses_backbone: bool = True
     head_kwargs: dict[str, Any] = {}  # noqa: RUF012  (read-only default; routes assign their own dict)
+    aux_loss: Tensor | None = None
 
     @abstractmethod
     def forward(self, backbone: nn.Module, adapter: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:

@@ -144,7 +144,7 @@ class SentenceMemoryRoute(TaskRoute):
             raise ValueError(
                 f"route {heads} needs a transformer backbone that takes a per-block attention bias "
                 f"(backbone=compact_rope, tiny, small, ...), not {type(backbone).__name__}; set "
-                "model.tasks.qa.route.forget_heads=0 and stick_heads=0 to use this backbone"
+                "model.tasks.qa.route.forget_heads=0 stick_heads=0 hop_weight=0 to use this backbone"
             )
         if forget_heads + stick_heads > num_heads:
             raise ValueError(f"route {heads} must together be at most backbone.num_heads={num_heads}; lower them")
@@ -155,7 +155,7 @@ class SentenceMemoryRoute(TaskRoute):
             raise ValueError(
                 f"route {heads} adds a per-head score bias, which {', '.join(rejecting)} cannot take; use it "
                 "with attention=sdpa (or sliding_window, additive, luong), or set "
-                "model.tasks.qa.route.forget_heads=0 and stick_heads=0"
+                "model.tasks.qa.route.forget_heads=0 stick_heads=0 hop_weight=0"
             )
         return int(num_heads)
 
